@@ -1,0 +1,131 @@
+"""The colorization network: a U-Net-style encoder-decoder from L (B, 1, H, W) to ab (B, 2, H, W).
+
+Pure modules; no I/O. The model owns its normalisation (ModelConfig -> LabNorm) and, for the
+classification head, the quantised ab bins and colour prior (buffers, so they travel in the state dict).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from utils import LabNorm, resize_like
+
+
+@dataclass
+class ModelConfig:
+    width: int = 32          # channels of the first level; each level below doubles them ...
+    max_width: int = 256     # ... up to this cap
+    depth: int = 4           # downsamplings after the stem; input padded to a multiple of 2**(depth+1)
+    head: str = "regression"  # "regression": 2 ab channels; "classification": logits over num_bins
+    num_bins: int = 0        # Q, the kept ab bins (classification only; set from the training data)
+    l_center: float = 50.0   # L normalisation: (L - l_center) / l_scale
+    l_scale: float = 50.0
+    ab_scale: float = 110.0  # ab normalisation: ab / ab_scale
+
+    @property
+    def norm(self) -> LabNorm:
+        return LabNorm(self.l_center, self.l_scale, self.ab_scale)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def conv_block(cin: int, cout: int) -> nn.Sequential:
+    """Two 3x3 conv + BN + ReLU; the unit of every level."""
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+    )
+
+
+class GlobalContext(nn.Module):
+    """Adds an image-wide summary (global average pool -> MLP) to every position of the bottleneck.
+
+    Colour depends on the whole scene (sky, season, time of day), which a small receptive field misses.
+    """
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(c, c), nn.ReLU(inplace=True), nn.Linear(c, c))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.mlp(x.mean((2, 3)))[:, :, None, None]
+
+
+class ColorUNet(nn.Module):
+    """L -> ab. A stride-2 stem (ab is smooth, so full-resolution features buy little), `depth` levels
+    down and up with skip connections, a global-context bottleneck, and a 1x1 head at half resolution.
+
+    forward(l_norm (B,1,H,W)) -> regression: ab_norm (B,2,H/2,W/2); classification: logits (B,Q,H/2,W/2).
+    predict_ab(l_norm) -> ab_norm (B,2,H,W) for any H, W (bilinear upsampling of the head's output).
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        widths = [min(cfg.width * 2 ** i, cfg.max_width) for i in range(cfg.depth + 1)]
+        self.stem = nn.Sequential(
+            nn.Conv2d(1, widths[0], 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(widths[0]),
+            nn.ReLU(inplace=True), conv_block(widths[0], widths[0]))
+        self.down = nn.ModuleList(conv_block(widths[i], widths[i + 1]) for i in range(cfg.depth))
+        self.context = GlobalContext(widths[-1])
+        self.up = nn.ModuleList(conv_block(widths[i + 1] + widths[i], widths[i])
+                                for i in reversed(range(cfg.depth)))
+        out = 2 if cfg.head == "regression" else cfg.num_bins
+        if cfg.head not in ("regression", "classification") or out <= 0:
+            raise ValueError(f"bad head {cfg.head!r} with num_bins={cfg.num_bins}")
+        self.head = nn.Conv2d(widths[0], out, 1)
+        if cfg.head == "classification":
+            # ab centres of the kept bins and log of the rebalancing weights; filled by the trainer.
+            self.register_buffer("bins", torch.zeros(cfg.num_bins, 2))
+            self.register_buffer("log_weights", torch.zeros(cfg.num_bins))
+
+    @property
+    def stride(self) -> int:
+        return 2 ** (self.cfg.depth + 1)
+
+    def forward(self, l_norm: torch.Tensor) -> torch.Tensor:
+        h, w = l_norm.shape[-2:]
+        ph, pw = -h % self.stride, -w % self.stride
+        x = F.pad(l_norm, (0, pw, 0, ph), mode="replicate") if ph or pw else l_norm
+        x = self.stem(x)
+        skips = []
+        for block in self.down:
+            skips.append(x)
+            x = block(F.max_pool2d(x, 2))
+        x = self.context(x)
+        for block in self.up:
+            skip = skips.pop()
+            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            x = block(torch.cat([x, skip], 1))
+        x = self.head(x)
+        return x[..., : (h + 1) // 2, : (w + 1) // 2]
+
+    def decode(self, out: torch.Tensor, temperature: float = 0.38, prior_correction: float = 0.0
+               ) -> torch.Tensor:
+        """Head output -> normalised ab at the head's resolution.
+
+        Classification: the annealed mean (Zhang et al. 2016) of softmax((logits - c log w) / T), where
+        c in [0, 1] undoes the rebalancing that training applied (c = 1: the calibrated posterior; lower
+        T: more vivid). Regression: the output as it is.
+        """
+        if self.cfg.head == "regression":
+            return out.float()
+        logits = out.float() - prior_correction * self.log_weights[None, :, None, None]
+        p = torch.softmax(logits / temperature, dim=1)
+        ab = torch.einsum("bqhw,qc->bchw", p, self.bins)
+        return self.cfg.norm.ab(ab)
+
+    def predict_ab(self, l_norm: torch.Tensor, **decode_kw) -> torch.Tensor:
+        """Normalised L (B,1,H,W) -> normalised ab (B,2,H,W)."""
+        ab = self.decode(self(l_norm), **decode_kw)
+        return resize_like(ab, tuple(l_norm.shape[-2:]))
+
+
+def build_model(cfg: ModelConfig | dict) -> ColorUNet:
+    if isinstance(cfg, dict):
+        cfg = ModelConfig(**cfg)
+    return ColorUNet(cfg)

@@ -1,0 +1,442 @@
+"""Train the colorizer: python train.py [--data DIR] [--val DIR] [--out RUN_DIR] [--resume CKPT] ...
+
+One code path for the CPU, one GPU and torchrun (DDP is detected from the RANK environment variable).
+Each run folder gets config.json, metrics.jsonl (one line per epoch), loss_curve.png, samples/epoch_NNN.png
+(grey | predicted | truth of a fixed validation batch), and checkpoints last.pt and best.pt.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from dataset import (ColorDataset, DataError, ImageCache, center_crop, find_images, random_crop_flip,
+                     split_holdout)
+from model import ModelConfig, build_model
+from utils import (CheckpointError, ab_grid_index, load_checkpoint, prior_from_counts, rebalance_weights,
+                   grid_centers, save_checkpoint, seed_everything, soft_encode, AB_GRID_N)
+
+LOSSES = ("mse", "l1", "huber", "classification")
+
+
+@dataclass
+class TrainConfig:
+    data: str = field(default="data/train", metadata={"help": "folder of colour photos (searched recursively)"})
+    val: str = field(default="", metadata={"help": "validation folder; default: hold out --val-fraction of --data"})
+    val_fraction: float = field(default=0.05, metadata={"help": "share of --data held out when --val is not given"})
+    out: str = field(default="runs/default", metadata={"help": "run folder (config, metrics, samples, checkpoints)"})
+    resume: str = field(default="", metadata={"help": "checkpoint to continue from (model, optimizer, counters)"})
+    init: str = field(default="", metadata={"help": "start from these weights, with fresh optimizer and counters"})
+    epochs: int = field(default=20, metadata={"help": "passes over the training images"})
+    max_steps: int = field(default=0, metadata={"help": "stop after this many optimizer steps (0: no limit)"})
+    batch_size: int = field(default=32, metadata={"help": "images per step (per process under torchrun)"})
+    crop_size: int = field(default=128, metadata={"help": "side of the random training crop"})
+    resize: int = field(default=0, metadata={"help": "short side images are resized to before cropping (0: 1.25 x crop)"})
+    lr: float = field(default=2e-3, metadata={"help": "peak Adam learning rate (cosine decay after warm-up)"})
+    warmup_steps: int = field(default=200, metadata={"help": "linear learning-rate warm-up"})
+    weight_decay: float = field(default=0.0, metadata={"help": "Adam(W) weight decay"})
+    loss: str = field(default="mse", metadata={"help": "mse | l1 | huber | classification", "choices": LOSSES})
+    rebalance_lambda: float = field(default=0.5, metadata={"help": "classification: prior smoothing for class rebalancing (1 = none)"})
+    prior_images: int = field(default=2000, metadata={"help": "classification: images used to estimate the ab prior"})
+    width: int = field(default=32, metadata={"help": "model: channels of the first level"})
+    depth: int = field(default=4, metadata={"help": "model: number of downsamplings"})
+    max_width: int = field(default=256, metadata={"help": "model: channel cap"})
+    workers: int = field(default=min(4, os.cpu_count() or 1), metadata={"help": "processes for decoding images"})
+    cache: bool = field(default=True, metadata={"help": "decode every image once into memory (--no-cache streams from disk)"})
+    cache_dir: str = field(default=".cache", metadata={"help": "where the decoded-image cache is kept between runs ('' = memory only)"})
+    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N"})
+    amp: bool = field(default=True, metadata={"help": "bf16 autocast on CUDA (ignored on the CPU)"})
+    compile: bool = field(default=False, metadata={"help": "torch.compile the model"})
+    seed: int = field(default=0, metadata={"help": "random seed (split, init, crops)"})
+    checkpoint_every: int = field(default=500, metadata={"help": "also write last.pt every N steps (0: only per epoch)"})
+    sample_images: int = field(default=8, metadata={"help": "validation images in each sample grid"})
+    threads: int = field(default=0, metadata={"help": "CPU threads for torch (0: torch's default)"})
+    progress: bool = field(default=True, metadata={"help": "show tqdm progress bars"})
+
+
+def parse_args(argv=None) -> TrainConfig:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type == "bool":
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=f.metadata["help"])
+        else:
+            typ = {"int": int, "float": float, "str": str}[f.type]
+            p.add_argument(flag, type=typ, default=f.default, help=f.metadata["help"],
+                           choices=f.metadata.get("choices"))
+    return TrainConfig(**vars(p.parse_args(argv)))
+
+
+# ---------------------------------------------------------------------------------------------------
+class Dist:
+    """Process-group facts. One process (no RANK in the environment) is the world of size 1."""
+
+    def __init__(self, device_arg: str):
+        self.enabled = "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
+        self.rank = int(os.environ.get("RANK", 0)) if self.enabled else 0
+        self.world = int(os.environ.get("WORLD_SIZE", 1)) if self.enabled else 1
+        local = int(os.environ.get("LOCAL_RANK", 0))
+        if device_arg == "auto":
+            device_arg = "cuda" if torch.cuda.is_available() else "cpu"
+        if device_arg == "cuda" and self.enabled:
+            device_arg = f"cuda:{local}"
+        self.device = torch.device(device_arg)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        if self.enabled:
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        self.main = self.rank == 0
+
+    def mean(self, t: torch.Tensor) -> torch.Tensor:
+        """Average of a tensor over processes (identity for one process)."""
+        if self.enabled:
+            t = t.clone()
+            dist.all_reduce(t)
+            t /= self.world
+        return t
+
+    def close(self):
+        if self.enabled:
+            dist.destroy_process_group()
+
+
+def log(d: Dist, *a):
+    if d.main:
+        print(*a, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------------
+class Batches:
+    """Yields uint8 RGB training batches (B, 3, c, c) on the device, from the cache or from files.
+
+    The order of epoch e is a permutation seeded by (seed, e), sharded across processes, so a resumed
+    run can skip straight to the batch it stopped at.
+    """
+
+    def __init__(self, cfg: TrainConfig, paths: list[str], d: Dist, train: bool):
+        self.cfg, self.d, self.train = cfg, d, train
+        self.resize = cfg.resize or round(cfg.crop_size * 1.25)
+        if cfg.cache:
+            what = "training" if train else "validation"
+            self.cache = ImageCache.build(paths, self.resize, workers=cfg.workers,
+                                          cache_dir=cfg.cache_dir or None,
+                                          progress=cfg.progress and d.main, what=what)
+            self.images = torch.from_numpy(np.ascontiguousarray(self.cache.images))
+            if d.device.type == "cuda":
+                self.images = self.images.pin_memory()
+            self.n = len(self.images)
+        else:
+            self.ds = ColorDataset(paths, cfg.crop_size, train, resize=self.resize, lab=False)
+            self.n = len(self.ds)
+
+    def steps_per_epoch(self) -> int:
+        per_rank = self.n // self.d.world
+        return max(1, per_rank // self.cfg.batch_size) if self.train else math.ceil(per_rank / self.cfg.batch_size)
+
+    def epoch(self, epoch: int, skip: int = 0):
+        g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
+        order = torch.randperm(self.n, generator=g) if self.train else torch.arange(self.n)
+        order = order[self.d.rank::self.d.world]
+        steps, bs = self.steps_per_epoch(), self.cfg.batch_size
+        if not self.cfg.cache:
+            from torch.utils.data import DataLoader
+            idx = order[skip * bs: steps * bs].tolist()
+            loader = DataLoader(torch.utils.data.Subset(self.ds, idx), batch_size=bs, shuffle=False,
+                                num_workers=self.cfg.workers, pin_memory=self.d.device.type == "cuda",
+                                persistent_workers=False, drop_last=self.train)
+            for batch in loader:
+                yield batch.to(self.d.device, non_blocking=True)
+            return
+        for s in range(skip, steps):
+            idx = order[s * bs:(s + 1) * bs]
+            batch = self.images[idx].to(self.d.device, non_blocking=True)
+            if self.train:
+                gen = torch.Generator().manual_seed(self.cfg.seed * 7_919 + epoch * 100_003 + s)
+                yield random_crop_flip(batch, self.cfg.crop_size, gen)
+            else:
+                yield center_crop(batch, self.cfg.crop_size)
+
+
+def estimate_prior(batches: Batches, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Empirical ab distribution of the training images -> (kept bin centres (Q,2), smoothed prior (Q,))."""
+    n = min(cfg.prior_images, batches.n)
+    idx = torch.randperm(batches.n, generator=torch.Generator().manual_seed(cfg.seed))[:n]
+    counts = torch.zeros(AB_GRID_N ** 2, dtype=torch.float64)
+    norm = ModelConfig().norm
+    for chunk in idx.split(256):
+        if cfg.cache:
+            rgb = center_crop(batches.images[chunk], cfg.crop_size)
+        else:
+            rgb = torch.stack([batches.ds[i] for i in chunk.tolist()])
+        _, ab_n = norm.split(rgb)
+        counts += torch.bincount(ab_grid_index(norm.ab_inv(ab_n)).flatten(), minlength=AB_GRID_N ** 2).double()
+    keep, prior = prior_from_counts(counts.numpy())
+    return grid_centers()[keep], torch.from_numpy(prior).float()
+
+
+class Criterion:
+    """Loss on the head's output (half resolution) against the target ab, averaged in float32."""
+
+    def __init__(self, kind: str, model=None):
+        self.kind = kind
+        if kind == "classification":
+            bins = model.bins
+            # Map every cell of the full grid to its nearest kept bin (soft_encode's fallback).
+            d2 = ((grid_centers().to(bins.device)[:, None] - bins[None]) ** 2).sum(-1)
+            self.grid_to_bin = d2.argmin(1)
+            self.bins, self.weights = bins, model.log_weights.exp()
+            self.ab_scale = model.cfg.ab_scale
+
+    def __call__(self, out: torch.Tensor, ab_n: torch.Tensor) -> torch.Tensor:
+        target = F.avg_pool2d(ab_n, 2, ceil_mode=True)
+        out = out.float()
+        if self.kind == "mse":
+            return F.mse_loss(out, target)
+        if self.kind == "l1":
+            return F.l1_loss(out, target)
+        if self.kind == "huber":
+            return F.smooth_l1_loss(out, target, beta=0.1)
+        idx, w = soft_encode(target * self.ab_scale, self.grid_to_bin, self.bins)
+        logp = torch.log_softmax(out, dim=1).gather(1, idx)
+        pixel_w = self.weights[idx.gather(1, w.argmax(1, keepdim=True))[:, 0]]  # weight of the dominant bin
+        return (-(w * logp).sum(1) * pixel_w).mean()
+
+
+# ---------------------------------------------------------------------------------------------------
+def psnr_rgb(pred_rgb: torch.Tensor, true_rgb: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR (dB) of float RGB in [0, 1], quantised to 8 bits as a saved image would be."""
+    p = (pred_rgb * 255).round()
+    t = (true_rgb * 255).round()
+    mse = ((p - t) ** 2).flatten(1).mean(1).clamp_min(1e-10)
+    return 10 * torch.log10(255.0 ** 2 / mse)
+
+
+@torch.no_grad()
+def validate(model, val: Batches, crit: Criterion, d: Dist, norm) -> dict:
+    model.eval()
+    tot = torch.zeros(3, device=d.device)  # loss sum, psnr sum, count
+    for rgb in val.epoch(0):
+        l_n, ab_n = norm.split(rgb)
+        out = model(l_n)
+        pred = F.interpolate(model.decode(out), size=l_n.shape[-2:], mode="bilinear", align_corners=False)
+        tot += torch.stack([crit(out, ab_n) * len(rgb), psnr_rgb(norm.merge(l_n, pred), rgb.float() / 255).sum(),
+                            torch.tensor(float(len(rgb)), device=d.device)])
+    tot = d.mean(tot)
+    model.train()
+    return {"val_loss": (tot[0] / tot[2]).item(), "val_psnr": (tot[1] / tot[2]).item()}
+
+
+@torch.no_grad()
+def save_samples(model, rgb: torch.Tensor, norm, path: str) -> None:
+    """PNG grid: one row per image, columns grey | predicted | truth."""
+    from PIL import Image
+    model.eval()
+    l_n, _ = norm.split(rgb)
+    pred = norm.merge(l_n, model.predict_ab(l_n))
+    grey = norm.merge(l_n, torch.zeros_like(pred[:, :2]))
+    model.train()
+    rows = torch.cat([grey, pred, rgb.float() / 255], dim=3)  # (B, 3, c, 3c)
+    grid = torch.cat(list(rows), dim=1)                       # (3, B*c, 3c)
+    Image.fromarray((grid.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)).save(path)
+
+
+def plot_curves(metrics: list[dict], path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    ep = [m["epoch"] for m in metrics]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.5))
+    a1.plot(ep, [m["train_loss"] for m in metrics], label="train")
+    a1.plot(ep, [m["val_loss"] for m in metrics], label="validation")
+    a1.set_xlabel("epoch"), a1.set_ylabel("loss"), a1.legend()
+    a2.plot(ep, [m["val_psnr"] for m in metrics])
+    a2.set_xlabel("epoch"), a2.set_ylabel("validation PSNR (dB)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    t = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def make_checkpoint(model, opt, cfg: TrainConfig, epoch: int, step_in_epoch: int, step: int,
+                    best: float, extra: dict | None = None) -> dict:
+    return {"model": model.state_dict(), "optimizer": opt.state_dict(),
+            "model_config": model.cfg.to_dict(), "train_config": dataclasses.asdict(cfg),
+            "epoch": epoch, "step_in_epoch": step_in_epoch, "step": step, "best_val_loss": best,
+            **(extra or {})}
+
+
+# ---------------------------------------------------------------------------------------------------
+def train(cfg: TrainConfig) -> dict:
+    d = Dist(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    resume = load_checkpoint(cfg.resume) if cfg.resume else None
+    if resume is not None:
+        # The run continues as it was configured; only where it runs and how far it goes may change.
+        keep = {k: getattr(cfg, k) for k in ("resume", "epochs", "max_steps", "device", "workers",
+                                             "progress", "out", "threads", "checkpoint_every", "cache_dir")}
+        cfg = TrainConfig(**{**resume["train_config"], **keep})
+
+    paths = find_images(cfg.data)
+    if cfg.val:
+        train_paths, val_paths = paths, find_images(cfg.val)
+    else:
+        train_paths, val_paths = split_holdout(paths, cfg.val_fraction, cfg.seed)
+    train_b = Batches(cfg, train_paths, d, train=True)
+    val_b = Batches(cfg, val_paths, d, train=False)
+    log(d, f"{train_b.n} training and {val_b.n} validation images, {d.world} process(es) on {d.device}")
+
+    if resume is not None:
+        mcfg = ModelConfig(**resume["model_config"])
+    else:
+        mcfg = ModelConfig(width=cfg.width, depth=cfg.depth, max_width=cfg.max_width,
+                           head="classification" if cfg.loss == "classification" else "regression")
+    bins_prior = None
+    if mcfg.head == "classification" and resume is None:
+        bins_prior = estimate_prior(train_b, cfg)
+        mcfg.num_bins = len(bins_prior[0])
+    model = build_model(mcfg).to(d.device)
+    norm = mcfg.norm
+    if bins_prior is not None:
+        model.bins.copy_(bins_prior[0])
+        model.log_weights.copy_(rebalance_weights(bins_prior[1], cfg.rebalance_lambda).log())
+        log(d, f"classification over {mcfg.num_bins} ab bins, rebalancing lambda {cfg.rebalance_lambda}")
+    if cfg.init and resume is None:
+        model.load_state_dict(load_checkpoint(cfg.init)["model"])
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    epoch, skip, step, best = 0, 0, 0, float("inf")
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        opt.load_state_dict(resume["optimizer"])
+        epoch, skip, step, best = resume["epoch"], resume["step_in_epoch"], resume["step"], resume["best_val_loss"]
+        log(d, f"resumed from {cfg.resume} at epoch {epoch}, step {step}")
+    crit = Criterion(cfg.loss, model)
+
+    cuda = d.device.type == "cuda"
+    if cuda:
+        model = model.to(memory_format=torch.channels_last)
+    net = torch.compile(model) if cfg.compile else model
+    if d.enabled:
+        net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[d.device.index] if cuda else None)
+    amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.amp and cuda)
+
+    os.makedirs(cfg.out, exist_ok=True)
+    metrics_path = os.path.join(cfg.out, "metrics.jsonl")
+    metrics = []
+    if d.main:
+        with open(os.path.join(cfg.out, "config.json"), "w") as f:
+            json.dump({"train": dataclasses.asdict(cfg), "model": mcfg.to_dict()}, f, indent=2)
+        os.makedirs(os.path.join(cfg.out, "samples"), exist_ok=True)
+        if resume is not None and os.path.exists(metrics_path):
+            with open(metrics_path) as f:
+                metrics = [m for m in map(json.loads, f) if m["epoch"] < epoch]
+        with open(metrics_path, "w") as f:  # drop lines of epochs the resumed run will redo
+            f.writelines(json.dumps(m) + "\n" for m in metrics)
+    fixed = next(iter(val_b.epoch(0)))[: cfg.sample_images]
+
+    spe = train_b.steps_per_epoch()
+    total = min(cfg.epochs * spe, cfg.max_steps or 10 ** 12)
+
+    def checkpoint(ep, sie, name="last.pt"):
+        if d.main:
+            save_checkpoint(make_checkpoint(model, opt, cfg, ep, sie, step, best), os.path.join(cfg.out, name))
+
+    from tqdm import tqdm
+    stopped = None
+    while epoch < cfg.epochs and step < total and stopped is None:
+        t0, seen = time.time(), 0
+        run_loss = torch.zeros((), device=d.device)
+        n_loss = 0
+        bar = tqdm(total=spe, initial=skip, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                   disable=not (cfg.progress and d.main), dynamic_ncols=True)
+        for s, rgb in enumerate(train_b.epoch(epoch, skip), start=skip):
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, total, cfg)
+            l_n, ab_n = norm.split(rgb)  # float32 Lab conversion, batched on the device
+            if cuda:
+                l_n = l_n.contiguous(memory_format=torch.channels_last)
+            with amp:
+                out = net(l_n)
+            loss = crit(out, ab_n)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            seen += len(rgb) * d.world
+            run_loss += loss.detach()
+            n_loss += 1
+            bar.update(1)
+            if step % 25 == 0 or s == spe - 1:  # host sync only when logging
+                lv = run_loss.item() / n_loss
+                if not math.isfinite(lv):
+                    stopped = f"non-finite loss at step {step}; keeping the last good checkpoint"
+                    break
+                bar.set_postfix(loss=f"{lv:.4f}", img_s=f"{seen / (time.time() - t0):.0f}")
+            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and s < spe - 1:
+                checkpoint(epoch, s + 1)
+            if step >= total:
+                break
+        bar.close()
+        if stopped:
+            break
+        train_loss = d.mean(run_loss / max(1, n_loss)).item()
+        if not math.isfinite(train_loss):
+            stopped = f"non-finite loss in epoch {epoch + 1}; keeping the last good checkpoint"
+            break
+        v = validate(model, val_b, crit, d, norm)
+        finished_epoch = s + 1 >= spe
+        m = {"epoch": epoch + 1 if finished_epoch else epoch + (s + 1) / spe, "step": step,
+             "train_loss": train_loss, **v, "lr": lr_at(step - 1, total, cfg),
+             "images_per_s": seen / (time.time() - t0), "time": time.time()}
+        epoch, skip = (epoch + 1, 0) if finished_epoch else (epoch, s + 1)
+        if d.main:
+            metrics.append(m)
+            with open(metrics_path, "a") as f:
+                f.write(json.dumps(m) + "\n")
+            plot_curves(metrics, os.path.join(cfg.out, "loss_curve.png"))
+            save_samples(model, fixed, norm, os.path.join(cfg.out, "samples", f"epoch_{epoch:03d}.png"))
+            log(d, f"epoch {m['epoch']:.2f} step {step}: train {train_loss:.4f} val {v['val_loss']:.4f} "
+                   f"psnr {v['val_psnr']:.2f} dB ({m['images_per_s']:.0f} img/s)")
+        if v["val_loss"] < best:
+            best = v["val_loss"]
+            checkpoint(epoch, skip, "best.pt")
+        checkpoint(epoch, skip)
+    d.close()
+    if stopped:
+        print(f"error: {stopped}", file=sys.stderr)
+    return {"stopped": stopped, "step": step, "epoch": epoch, "metrics": metrics}
+
+
+def main(argv=None) -> int:
+    cfg = parse_args(argv)
+    try:
+        result = train(cfg)
+    except (DataError, CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; resume with --resume " + os.path.join(cfg.out, "last.pt"), file=sys.stderr)
+        return 130
+    return 1 if result["stopped"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,238 @@
+"""Colour maths, normalisation, ab quantisation and checkpoint I/O.
+
+Everything here is pure torch/numpy and importable without side effects. The sRGB <-> CIE Lab (D65)
+conversion is defined once, here, and used for the model input, the training target and inference, so
+that the L the model sees is exactly the L of the image whose ab it must predict.
+"""
+from __future__ import annotations
+
+import io
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+# sRGB (linear) -> XYZ, the matrix scikit-image uses, and the D65 white point (2 degree observer).
+_RGB_TO_XYZ = torch.tensor([[0.412453, 0.357580, 0.180423],
+                            [0.212671, 0.715160, 0.072169],
+                            [0.019334, 0.119193, 0.950227]], dtype=torch.float64)
+_WHITE_D65 = torch.tensor([0.95047, 1.0, 1.08883], dtype=torch.float64)
+# Fold the white point into the matrices so each conversion is one 3x3 product.
+_RGB_TO_XYZN = (_RGB_TO_XYZ / _WHITE_D65[:, None]).float()
+_XYZN_TO_RGB = torch.linalg.inv(_RGB_TO_XYZ / _WHITE_D65[:, None]).float()
+_EPS = 0.008856  # (6/29)^3, the CIE linear/cube-root switch as scikit-image writes it
+_KAPPA = 7.787
+
+
+def _srgb_to_linear(c: torch.Tensor) -> torch.Tensor:
+    return torch.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055).clamp_min(0) ** 2.4)
+
+
+def _linear_to_srgb(c: torch.Tensor) -> torch.Tensor:
+    return torch.where(c <= 0.0031308, 12.92 * c, 1.055 * c.clamp_min(0.0031308) ** (1 / 2.4) - 0.055)
+
+
+# 256-entry table of the sRGB curve: uint8 input skips the pow() entirely (the CPU data path's hot spot).
+_SRGB_LUT = _srgb_to_linear(torch.arange(256, dtype=torch.float64) / 255).float()
+
+
+def _mix(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """Apply a 3x3 matrix along dim -3 of (..., 3, H, W)."""
+    return torch.einsum("ij,...jhw->...ihw", m.to(x.device, x.dtype), x)
+
+
+def _xyzn_to_lab(xyz: torch.Tensor) -> torch.Tensor:
+    f = torch.where(xyz > _EPS, xyz.clamp_min(_EPS) ** (1 / 3), _KAPPA * xyz + 16 / 116)
+    fx, fy, fz = f.unbind(-3)
+    return torch.stack([116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)], dim=-3)
+
+
+def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
+    """sRGB (..., 3, H, W) -> Lab (..., 3, H, W), float32, on rgb's device.
+
+    Input: float in [0, 1], or uint8 in [0, 255] (converted through a lookup table; faster).
+    Output: L in [0, 100], a and b roughly in [-110, 110]. Agrees with skimage.color.rgb2lab.
+    """
+    if rgb.dtype == torch.uint8:
+        lin = _SRGB_LUT.to(rgb.device)[rgb.long()]
+    else:
+        lin = _srgb_to_linear(rgb.float())
+    return _xyzn_to_lab(_mix(lin, _RGB_TO_XYZN))
+
+
+def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
+    """Lab (..., 3, H, W) -> sRGB float32 in [0, 1] (out-of-gamut colours clipped), like skimage lab2rgb."""
+    lab = lab.float()
+    L, a, b = lab.unbind(-3)
+    fy = (L + 16) / 116
+    f = torch.stack([fy + a / 500, fy, (fy - b / 200).clamp_min(0)], dim=-3)
+    xyz = torch.where(f ** 3 > _EPS, f ** 3, (f - 16 / 116) / _KAPPA)
+    return _linear_to_srgb(_mix(xyz, _XYZN_TO_RGB)).clamp_(0, 1)
+
+
+def grey_to_l(grey: torch.Tensor) -> torch.Tensor:
+    """Grey levels (..., H, W) in [0, 1] (R = G = B) -> Lab L in [0, 100] (a = b = 0 exactly)."""
+    y = _srgb_to_linear(grey.float())
+    return torch.where(y > _EPS, 116 * y.clamp_min(_EPS) ** (1 / 3) - 16, 116 * _KAPPA * y)
+
+
+@dataclass(frozen=True)
+class LabNorm:
+    """The one place where L and ab are scaled for the network; the model's config carries its values.
+
+    L in [0, 100] -> (L - l_center) / l_scale in [-1, 1]; ab -> ab / ab_scale, roughly in [-1, 1].
+    """
+    l_center: float = 50.0
+    l_scale: float = 50.0
+    ab_scale: float = 110.0
+
+    def l(self, L: torch.Tensor) -> torch.Tensor:
+        return (L - self.l_center) / self.l_scale
+
+    def ab(self, ab: torch.Tensor) -> torch.Tensor:
+        return ab / self.ab_scale
+
+    def ab_inv(self, ab_n: torch.Tensor) -> torch.Tensor:
+        return ab_n * self.ab_scale
+
+    def l_inv(self, l_n: torch.Tensor) -> torch.Tensor:
+        return l_n * self.l_scale + self.l_center
+
+    def split(self, rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """RGB batch (B, 3, H, W), uint8 or float in [0, 1] -> normalised (L (B,1,H,W), ab (B,2,H,W))."""
+        lab = rgb_to_lab(rgb)
+        return self.l(lab[..., :1, :, :]), self.ab(lab[..., 1:, :, :])
+
+    def merge(self, l_n: torch.Tensor, ab_n: torch.Tensor) -> torch.Tensor:
+        """Normalised L and ab -> sRGB float in [0, 1]."""
+        return lab_to_rgb(torch.cat([self.l_inv(l_n), self.ab_inv(ab_n)], dim=-3))
+
+
+# ---------------------------------------------------------------------------------------------------
+# ab quantisation (Zhang, Isola and Efros 2016): a 10-unit grid over [-110, 110]^2; the bins kept are
+# those the training data actually uses, and the empirical prior over them drives class rebalancing.
+AB_GRID_STEP = 10.0
+AB_GRID_MAX = 110.0
+AB_GRID_N = int(2 * AB_GRID_MAX / AB_GRID_STEP) + 1  # 23 values per axis
+
+
+def ab_grid_index(ab: torch.Tensor) -> torch.Tensor:
+    """ab in Lab units (..., 2, H, W) -> index of the nearest cell of the full 23x23 grid (..., H, W)."""
+    q = torch.round((ab.clamp(-AB_GRID_MAX, AB_GRID_MAX) + AB_GRID_MAX) / AB_GRID_STEP).long()
+    return q[..., 0, :, :] * AB_GRID_N + q[..., 1, :, :]
+
+
+def grid_centers() -> torch.Tensor:
+    """(529, 2) ab centres of the full grid, in grid-index order."""
+    v = torch.arange(AB_GRID_N, dtype=torch.float32) * AB_GRID_STEP - AB_GRID_MAX
+    return torch.stack(torch.meshgrid(v, v, indexing="ij"), -1).reshape(-1, 2)
+
+
+def prior_from_counts(counts: np.ndarray, sigma: float = 5.0) -> tuple[np.ndarray, np.ndarray]:
+    """Full-grid histogram (529,) -> (kept grid indices (Q,), smoothed prior over them (Q,), sums to 1)."""
+    keep = np.flatnonzero(counts > 0)
+    centers = grid_centers().numpy()[keep]
+    p = counts[keep] / counts[keep].sum()
+    d2 = ((centers[:, None, :] - centers[None, :, :]) ** 2).sum(-1)
+    kernel = np.exp(-d2 / (2 * sigma ** 2))
+    smooth = kernel @ p
+    return keep, smooth / smooth.sum()
+
+
+def rebalance_weights(prior: torch.Tensor, lam: float) -> torch.Tensor:
+    """w proportional to ((1 - lam) p + lam / Q)^-1, scaled so that the expected weight sum_q p_q w_q = 1."""
+    w = 1.0 / ((1 - lam) * prior + lam / prior.numel())
+    return w / (prior * w).sum()
+
+
+def soft_encode(ab: torch.Tensor, grid_to_bin: torch.Tensor, bins: torch.Tensor,
+                sigma: float = 5.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Soft targets over kept bins: a Gaussian (sigma) over the 3x3 grid neighbourhood of each pixel.
+
+    ab (B, 2, H, W) in Lab units -> (indices (B, 9, H, W) into the Q kept bins, weights (B, 9, H, W)
+    summing to 1 per pixel). Neighbours that are not kept bins get weight 0; a pixel none of whose
+    neighbours is kept falls back to its nearest kept bin (grid_to_bin maps every grid cell to it).
+    """
+    qa = torch.round((ab[:, 0].clamp(-AB_GRID_MAX, AB_GRID_MAX) + AB_GRID_MAX) / AB_GRID_STEP).long()
+    qb = torch.round((ab[:, 1].clamp(-AB_GRID_MAX, AB_GRID_MAX) + AB_GRID_MAX) / AB_GRID_STEP).long()
+    idx, logw = [], []
+    for da in (-1, 0, 1):
+        for db in (-1, 0, 1):
+            na = (qa + da).clamp(0, AB_GRID_N - 1)
+            nb = (qb + db).clamp(0, AB_GRID_N - 1)
+            cell = na * AB_GRID_N + nb
+            centre_a = na * AB_GRID_STEP - AB_GRID_MAX
+            centre_b = nb * AB_GRID_STEP - AB_GRID_MAX
+            d2 = (ab[:, 0] - centre_a) ** 2 + (ab[:, 1] - centre_b) ** 2
+            b = grid_to_bin[cell]
+            exact = (bins[b, 0] == centre_a) & (bins[b, 1] == centre_b)  # a kept bin, not a fallback
+            idx.append(b)
+            logw.append(torch.where(exact, -d2 / (2 * sigma ** 2), torch.full_like(d2, -math.inf)))
+    idx, logw = torch.stack(idx, 1), torch.stack(logw, 1)
+    none_kept = torch.isinf(logw).all(1, keepdim=True)
+    logw = torch.where(none_kept & (torch.arange(9, device=ab.device) == 4)[None, :, None, None],
+                       torch.zeros_like(logw), logw)
+    return idx, torch.softmax(logw, dim=1)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Checkpoints: a dict of state dicts, config and counters; never a pickled module.
+class CheckpointError(Exception):
+    """A checkpoint that is missing, unreadable or not one of ours; the message names the file."""
+
+
+def save_checkpoint(obj: dict, path: str) -> None:
+    """Write atomically: to a temporary file in the same folder, fsync, then os.replace over path.
+
+    A failed write (full disk, read-only folder) raises and leaves any previous file at path intact.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".pt", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            buf = io.BytesIO()
+            torch.save(obj, buf)
+            f.write(buf.getbuffer())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_checkpoint(path: str, map_location="cpu") -> dict:
+    """Load with weights_only=True (never executes pickled code); errors become CheckpointError."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: checkpoint not found")
+    if os.path.getsize(path) == 0:
+        raise CheckpointError(f"{path}: checkpoint is empty")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises several types for truncated, corrupt or pickled-module files
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "weights_only" in str(e) or "Unsupported global" in str(e):
+            first = "holds pickled code (e.g. a whole saved module), refusing to load it"
+        raise CheckpointError(f"{path}: not a readable checkpoint ({first[:160]})") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "model_config" not in ckpt:
+        raise CheckpointError(f"{path}: not a colorizer checkpoint (no 'model' and 'model_config' entries)")
+    return ckpt
+
+
+def seed_everything(seed: int) -> None:
+    import random
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resize_like(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of (B, C, h, w) to size=(H, W) (ab upsampling; never nearest-neighbour)."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
