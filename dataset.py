@@ -13,8 +13,9 @@ import hashlib
 import json
 import os
 import sys
+import tempfile
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -52,7 +53,9 @@ def load_rgb(path: str) -> Image.Image:
         im = ImageOps.exif_transpose(im)
         if im.mode in ("I;16", "I;16B", "I;16L", "I"):
             a = np.asarray(im, dtype=np.float64)
-            peak = 65535.0 if a.max() > 255 else 255.0
+            # 16-bit modes are 16-bit whatever their content (a dark photo may stay below 256); only
+            # 32-bit "I" leaves the range to be guessed.
+            peak = 65535.0 if im.mode != "I" or a.max() > 255 else 255.0
             im = Image.fromarray(np.clip(a / peak * 255 + 0.5, 0, 255).astype(np.uint8), "L")
         return im.convert("RGB")
 
@@ -92,38 +95,59 @@ class ColorDataset(Dataset):
     """Streams photos from disk. Item: (L (1,c,c), ab (2,c,c)) normalised, or uint8 RGB (3,c,c) if not lab.
 
     Files that cannot be opened are found at construction (header check), reported once and dropped;
-    a file that fails later, while decoding, is replaced by the next readable one, never stopping an epoch.
+    a file that fails later, while decoding (e.g. a truncated JPEG), is reported once, marked so that no
+    later epoch tries it again, and replaced by the next readable one, never stopping an epoch. The marks
+    live in shared memory, so DataLoader workers see and set the same ones; `skipped` counts both kinds.
     """
 
     def __init__(self, paths: list[str], crop_size: int, train: bool, resize: int | None = None,
-                 lab: bool = True, norm: LabNorm = LabNorm()):
+                 lab: bool = True, norm: LabNorm = LabNorm(), what: str = "training", report: bool = True):
         self.crop_size, self.lab, self.norm = crop_size, lab, norm
         self.resize = max(resize or crop_size, crop_size)
+        self.report = report
         crop = (transforms.RandomCrop(crop_size) if train else transforms.CenterCrop(crop_size))
         self.augment = transforms.Compose([crop, transforms.RandomHorizontalFlip()] if train else [crop])
-        self.paths, bad = [], []
+        self.paths, self.bad = [], []
         for p in paths:
             try:
                 with Image.open(p) as im:
                     im.verify()
                 self.paths.append(p)
             except Exception as e:  # PIL raises many types for broken files
-                bad.append((p, type(e).__name__))
-        report_skipped(bad)
+                self.bad.append((p, type(e).__name__))
+        if report:
+            report_skipped(self.bad, what)
         if not self.paths:
             raise DataError("no readable images among the files given")
+        self.failed = torch.zeros(len(self.paths), dtype=torch.uint8).share_memory_()  # 1: failed to decode
+
+    @property
+    def skipped(self) -> int:
+        """Files left out so far: unreadable at construction plus those that failed while decoding."""
+        return len(self.bad) + int(self.failed.sum())
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int):
-        for k in range(len(self.paths)):
+    def _load(self, i: int) -> Image.Image:
+        """The image at i, or the next readable one after it (wrapping round)."""
+        n = len(self.paths)
+        for j in ((i + k) % n for k in range(n)):
+            if self.failed[j]:
+                continue
             try:
-                im = load_rgb(self.paths[(i + k) % len(self.paths)])
-                break
-            except Exception as e:
-                print(f"warning: skipped {self.paths[(i + k) % len(self.paths)]}: {e}", file=sys.stderr)
-        im = self.augment(resize_short_side(im, self.resize))
+                return load_rgb(self.paths[j])
+            except Exception as e:  # PIL raises many types for broken files
+                if not self.failed[j]:
+                    self.failed[j] = 1
+                    if self.report:
+                        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+                        print(f"warning: skipped unreadable image {self.paths[j]} ({msg[:120]})",
+                              file=sys.stderr, flush=True)
+        raise DataError("none of the images could be decoded")
+
+    def __getitem__(self, i: int):
+        im = self.augment(resize_short_side(self._load(i), self.resize))
         rgb8 = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1)
         return lab_sample(rgb8, self.norm) if self.lab else rgb8
 
@@ -149,23 +173,51 @@ def _cache_key(paths: list[str], size: int) -> str:
     return h.hexdigest()[:16]
 
 
+def _write_atomic(path: str, write) -> None:
+    """write(file) into a uniquely named temporary file beside path, then rename it over path.
+
+    Readers never see a half-written file, and processes that build the same cache at once do not
+    write into each other's temporary file.
+    """
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=os.path.splitext(path)[1],
+                               dir=os.path.dirname(os.path.abspath(path)))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide the cache from other users
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
 @dataclass
 class ImageCache:
-    """Every image decoded once: images (N, size, size, 3) uint8 and the paths they came from."""
+    """Every image decoded once: images (N, size, size, 3) uint8, the paths they came from, and the
+    (path, reason) of each file that could not be decoded."""
     images: np.ndarray
     paths: list[str]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
     @classmethod
     def build(cls, paths: list[str], size: int, workers: int = 0, cache_dir: str | None = None,
-              progress: bool = True, what: str = "training") -> "ImageCache":
-        """Decode (in `workers` processes), or reuse cache_dir/<key>.npy when the files and size match."""
+              progress: bool = True, what: str = "training", report: bool = True) -> "ImageCache":
+        """Decode (in `workers` processes), or reuse cache_dir/<key>.npy when the files and size match.
+
+        Unreadable files are left out and reported once per build (report=False: silently), also when
+        the cache is reused.
+        """
         key = _cache_key(paths, size)
         if cache_dir:
             npy, meta = (os.path.join(cache_dir, f"images_{key}{ext}") for ext in (".npy", ".json"))
-            if os.path.exists(npy) and os.path.exists(meta):
-                with open(meta) as f:
-                    kept = json.load(f)["paths"]
-                return cls(np.load(npy, mmap_mode="r"), kept)
+            cached = cls._reuse(npy, meta)
+            if cached is not None:
+                if report:
+                    report_skipped(cached.skipped, what)
+                return cached
         from tqdm import tqdm
         jobs = [(p, size) for p in paths]
         if workers > 0:
@@ -176,19 +228,33 @@ class ImageCache:
             results = [_decode_square(j) for j in tqdm(jobs, desc=f"caching {what} images",
                                                         disable=not progress, leave=False)]
         bad = [(p, r) for p, r in zip(paths, results) if isinstance(r, str)]
-        report_skipped(bad, what)
+        if report:
+            report_skipped(bad, what)
         kept = [p for p, r in zip(paths, results) if not isinstance(r, str)]
         if not kept:
             raise DataError("no readable images among the files given")
         images = np.stack([r for r in results if not isinstance(r, str)])
         if cache_dir:
             os.makedirs(cache_dir, exist_ok=True)
-            tmp = os.path.join(cache_dir, f".tmp_{key}.npy")
-            np.save(tmp, images)
-            os.replace(tmp, npy)
-            with open(meta, "w") as f:
-                json.dump({"size": size, "paths": kept}, f)
-        return cls(images, kept)
+            # The array first, its index second: a reader that finds the index finds a complete array.
+            _write_atomic(npy, lambda f: np.save(f, images))
+            _write_atomic(meta, lambda f: f.write(json.dumps(
+                {"size": size, "paths": kept, "skipped": bad}).encode()))
+        return cls(images, kept, bad)
+
+    @classmethod
+    def _reuse(cls, npy: str, meta: str) -> "ImageCache | None":
+        """The saved cache, or None if it is absent or unusable (then it is rebuilt and overwritten)."""
+        if not (os.path.exists(npy) and os.path.exists(meta)):
+            return None
+        try:
+            with open(meta) as f:
+                info = json.load(f)
+            images = np.load(npy, mmap_mode="r")
+            kept, bad = info["paths"], [tuple(b) for b in info.get("skipped", [])]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return cls(images, kept, bad) if len(images) == len(kept) else None
 
     def __len__(self) -> int:
         return len(self.images)
@@ -198,13 +264,29 @@ def random_crop_flip(batch: torch.Tensor, crop: int, generator: torch.Generator 
                      ) -> torch.Tensor:
     """(B, S, S, 3) uint8 on any device -> (B, 3, crop, crop) uint8: a random crop and flip per image.
 
-    One gather for the whole batch instead of B Python-level crops.
+    The result is a channels-last view (rgb_to_lab reads it as it is). The offsets and flips are drawn on
+    the CPU from `generator`, in the same order on every device, so a seed gives the same crops anywhere.
     """
     b, s = batch.shape[0], batch.shape[1]
     dev = batch.device
-    oy = torch.randint(0, s - crop + 1, (b,), generator=generator).to(dev)
-    ox = torch.randint(0, s - crop + 1, (b,), generator=generator).to(dev)
-    flip = (torch.rand(b, generator=generator) < 0.5).to(dev)
+    oy = torch.randint(0, s - crop + 1, (b,), generator=generator)
+    ox = torch.randint(0, s - crop + 1, (b,), generator=generator)
+    flip = torch.rand(b, generator=generator) < 0.5
+    if dev.type == "cpu":
+        # B numpy slice copies (a flip is a negative stride): ~4x faster than one (B, crop, crop)
+        # advanced-indexing gather, which computes an int64 offset per pixel. numpy, not torch, because
+        # torch would hand each small copy to its thread pool, which costs more than it saves (much more
+        # when other processes compete for the cores).
+        out = torch.empty((b, crop, crop, 3), dtype=batch.dtype)
+        src, dst = batch.numpy(), out.numpy()
+        for i, (y, x, f) in enumerate(zip(oy.tolist(), ox.tolist(), flip.tolist())):
+            win = src[i, y:y + crop, x:x + crop]
+            dst[i] = win[:, ::-1] if f else win
+        return out.permute(0, 3, 1, 2)
+    # On a GPU, one gather kernel for the whole batch; the parameters go over in a single non-blocking
+    # copy (a blocking copy per tensor would wait for the GPU's queued work each time).
+    oy, ox, flip = torch.stack([oy, ox, flip.long()]).to(dev, non_blocking=True)
+    flip = flip.bool()
     ar = torch.arange(crop, device=dev)
     rows = (oy[:, None] + ar)[:, :, None]
     cols = torch.where(flip[:, None], ox[:, None] + crop - 1 - ar, ox[:, None] + ar)[:, None, :]

@@ -2,12 +2,14 @@
 
 One code path for the CPU, one GPU and torchrun (DDP is detected from the RANK environment variable).
 Each run folder gets config.json, metrics.jsonl (one line per epoch), loss_curve.png, samples/epoch_NNN.png
-(grey | predicted | truth of a fixed validation batch), and checkpoints last.pt and best.pt.
+(grey | predicted | truth of a fixed validation batch; step_NNNNNNN.png when a run stops mid-epoch),
+and checkpoints last.pt and best.pt.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -38,7 +40,7 @@ class TrainConfig:
     resume: str = field(default="", metadata={"help": "checkpoint to continue from (model, optimizer, counters)"})
     init: str = field(default="", metadata={"help": "start from these weights, with fresh optimizer and counters"})
     epochs: int = field(default=20, metadata={"help": "passes over the training images"})
-    max_steps: int = field(default=0, metadata={"help": "stop after this many optimizer steps (0: no limit)"})
+    max_steps: int = field(default=0, metadata={"help": "stop after this many optimizer steps (0: no limit); the lr schedule still spans --epochs"})
     batch_size: int = field(default=32, metadata={"help": "images per step (per process under torchrun)"})
     crop_size: int = field(default=128, metadata={"help": "side of the random training crop"})
     resize: int = field(default=0, metadata={"help": "short side images are resized to before cropping (0: 1.25 x crop)"})
@@ -62,6 +64,9 @@ class TrainConfig:
     sample_images: int = field(default=8, metadata={"help": "validation images in each sample grid"})
     threads: int = field(default=0, metadata={"help": "CPU threads for torch (0: torch's default)"})
     progress: bool = field(default=True, metadata={"help": "show tqdm progress bars"})
+    # Hidden (tests): every process writes OUT/rank{r}.json, a checksum of its final weights, so that a
+    # test can check that the processes of a torchrun job end with identical models.
+    debug_rank_dump: bool = field(default=False, metadata={"help": argparse.SUPPRESS})
 
 
 def parse_args(argv=None) -> TrainConfig:
@@ -106,8 +111,26 @@ class Dist:
             t /= self.world
         return t
 
-    def close(self):
+    def union(self, flags: torch.Tensor) -> torch.Tensor:
+        """Element-wise maximum over processes (e.g. which files any process found unreadable)."""
         if self.enabled:
+            flags = flags.float().clone()
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        return flags
+
+    def barrier(self):
+        if self.enabled:
+            dist.barrier()
+
+    def sync_buffers(self, model: torch.nn.Module):
+        """Give every process rank 0's buffers (BatchNorm statistics, which each rank updates from its own
+        batches), so that all processes validate, and end with, the model that rank 0 saves."""
+        if self.enabled:
+            for b in model.buffers():
+                dist.broadcast(b, 0)
+
+    def close(self):
+        if self.enabled and dist.is_initialized():
             dist.destroy_process_group()
 
 
@@ -127,22 +150,40 @@ class Batches:
     def __init__(self, cfg: TrainConfig, paths: list[str], d: Dist, train: bool):
         self.cfg, self.d, self.train = cfg, d, train
         self.resize = cfg.resize or round(cfg.crop_size * 1.25)
+        what = "training" if train else "validation"
         if cfg.cache:
-            what = "training" if train else "validation"
+            # Under torchrun with a cache folder, rank 0 writes the cache and the others then read it.
+            shared = d.enabled and bool(cfg.cache_dir)
+            if shared and not d.main:
+                d.barrier()
             self.cache = ImageCache.build(paths, self.resize, workers=cfg.workers,
                                           cache_dir=cfg.cache_dir or None,
-                                          progress=cfg.progress and d.main, what=what)
-            self.images = torch.from_numpy(np.ascontiguousarray(self.cache.images))
+                                          progress=cfg.progress and d.main, what=what, report=d.main)
+            if shared and d.main:
+                d.barrier()
+            # A reused cache is a read-only memory map: copy it into (writable) memory.
+            self.images = torch.from_numpy(np.require(self.cache.images, np.uint8, ["C", "W"]))
             if d.device.type == "cuda":
                 self.images = self.images.pin_memory()
             self.n = len(self.images)
         else:
-            self.ds = ColorDataset(paths, cfg.crop_size, train, resize=self.resize, lab=False)
+            self.ds = ColorDataset(paths, cfg.crop_size, train, resize=self.resize, lab=False, what=what,
+                                   report=d.main)
             self.n = len(self.ds)
 
+    def skipped(self) -> int:
+        """Unreadable files left out so far, by any process (a collective call under torchrun)."""
+        if self.cfg.cache:
+            return len(self.cache.skipped)
+        return len(self.ds.bad) + int(self.d.union(self.ds.failed).sum())
+
     def steps_per_epoch(self) -> int:
-        per_rank = self.n // self.d.world
-        return max(1, per_rank // self.cfg.batch_size) if self.train else math.ceil(per_rank / self.cfg.batch_size)
+        """Training: the same whole number of batches on every process (DDP needs equal step counts).
+        Validation: enough batches for every image of this process's share, which may differ by one
+        image between processes (validation has no collective until its final sum)."""
+        if self.train:
+            return max(1, self.n // self.d.world // self.cfg.batch_size)
+        return math.ceil(len(range(self.d.rank, self.n, self.d.world)) / self.cfg.batch_size)
 
     def epoch(self, epoch: int, skip: int = 0):
         g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
@@ -154,7 +195,7 @@ class Batches:
             idx = order[skip * bs: steps * bs].tolist()
             loader = DataLoader(torch.utils.data.Subset(self.ds, idx), batch_size=bs, shuffle=False,
                                 num_workers=self.cfg.workers, pin_memory=self.d.device.type == "cuda",
-                                persistent_workers=False, drop_last=self.train)
+                                persistent_workers=False, drop_last=False)  # idx is whole batches
             for batch in loader:
                 yield batch.to(self.d.device, non_blocking=True)
             return
@@ -274,6 +315,15 @@ def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
 
+def state_checksum(model: torch.nn.Module) -> str:
+    """sha256 of every tensor of the state dict, in key order: equal only for bit-identical models."""
+    h = hashlib.sha256()
+    for k, v in model.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def make_checkpoint(model, opt, cfg: TrainConfig, epoch: int, step_in_epoch: int, step: int,
                     best: float, extra: dict | None = None) -> dict:
     return {"model": model.state_dict(), "optimizer": opt.state_dict(),
@@ -292,7 +342,8 @@ def train(cfg: TrainConfig) -> dict:
     if resume is not None:
         # The run continues as it was configured; only where it runs and how far it goes may change.
         keep = {k: getattr(cfg, k) for k in ("resume", "epochs", "max_steps", "device", "workers",
-                                             "progress", "out", "threads", "checkpoint_every", "cache_dir")}
+                                             "progress", "out", "threads", "checkpoint_every", "cache_dir",
+                                             "debug_rank_dump")}
         cfg = TrainConfig(**{**resume["train_config"], **keep})
 
     paths = find_images(cfg.data)
@@ -347,17 +398,39 @@ def train(cfg: TrainConfig) -> dict:
         os.makedirs(os.path.join(cfg.out, "samples"), exist_ok=True)
         if resume is not None and os.path.exists(metrics_path):
             with open(metrics_path) as f:
-                metrics = [m for m in map(json.loads, f) if m["epoch"] < epoch]
-        with open(metrics_path, "w") as f:  # drop lines of epochs the resumed run will redo
+                metrics = [m for m in map(json.loads, f) if m["step"] <= step]
+        with open(metrics_path, "w") as f:  # drop lines written after the checkpoint we resume from
             f.writelines(json.dumps(m) + "\n" for m in metrics)
-    fixed = next(iter(val_b.epoch(0)))[: cfg.sample_images]
+    fixed = next(iter(val_b.epoch(0)))[: cfg.sample_images] if d.main else None  # rank 0 has >= 1
 
     spe = train_b.steps_per_epoch()
-    total = min(cfg.epochs * spe, cfg.max_steps or 10 ** 12)
+    # The learning-rate schedule spans --epochs; --max-steps only stops early, so a run stopped by it and
+    # resumed follows the very schedule of a run that never stopped.
+    horizon = cfg.epochs * spe
+    total = min(horizon, cfg.max_steps or horizon)
+    last_good = (cfg.resume, step) if resume is not None else None  # (path, step) of the newest checkpoint
 
     def checkpoint(ep, sie, name="last.pt"):
+        """Write OUT/name on rank 0; a failed write stops the run and leaves the previous file intact."""
+        nonlocal last_good
+        path = os.path.join(cfg.out, name)
         if d.main:
-            save_checkpoint(make_checkpoint(model, opt, cfg, ep, sie, step, best), os.path.join(cfg.out, name))
+            try:
+                save_checkpoint(make_checkpoint(model, opt, cfg, ep, sie, step, best), path)
+            except OSError as e:
+                raise CheckpointError(f"{path}: cannot write checkpoint ({e.strerror or e}); "
+                                      "the previous one is kept") from None
+        if name == "last.pt":
+            last_good = (path, step)
+
+    def mean_loss_if_finite(loss_sum, n, weights: bool) -> float | None:
+        """Loss averaged over steps and processes, or None if it, or any weight (weights=True; checked
+        before every save, since a finite loss can still be followed by an update to inf), is not finite.
+        One host sync, and every process reaches the same verdict."""
+        ok = (torch.stack([t.isfinite().all() for t in model.state_dict().values()]).all().float()
+              if weights else torch.ones((), device=d.device))
+        lv, ok = d.mean(torch.stack([loss_sum / max(1, n), ok])).tolist()
+        return lv if math.isfinite(lv) and ok == 1.0 else None
 
     from tqdm import tqdm
     stopped = None
@@ -365,11 +438,12 @@ def train(cfg: TrainConfig) -> dict:
         t0, seen = time.time(), 0
         run_loss = torch.zeros((), device=d.device)
         n_loss = 0
+        s = skip - 1
         bar = tqdm(total=spe, initial=skip, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    disable=not (cfg.progress and d.main), dynamic_ncols=True)
         for s, rgb in enumerate(train_b.epoch(epoch, skip), start=skip):
             for g in opt.param_groups:
-                g["lr"] = lr_at(step, total, cfg)
+                g["lr"] = lr_at(step, horizon, cfg)
             l_n, ab_n = norm.split(rgb)  # float32 Lab conversion, batched on the device
             if cuda:
                 l_n = l_n.contiguous(memory_format=torch.channels_last)
@@ -384,27 +458,30 @@ def train(cfg: TrainConfig) -> dict:
             run_loss += loss.detach()
             n_loss += 1
             bar.update(1)
-            if step % 25 == 0 or s == spe - 1:  # host sync only when logging
-                lv = run_loss.item() / n_loss
-                if not math.isfinite(lv):
-                    stopped = f"non-finite loss at step {step}; keeping the last good checkpoint"
+            save_now = (cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and s < spe - 1
+                        and step < total)
+            if step % 25 == 0 or s == spe - 1 or save_now:  # host sync only when logging or saving
+                lv = mean_loss_if_finite(run_loss, n_loss, weights=save_now)
+                if lv is None:
+                    stopped = f"non-finite loss or weights at step {step}"
                     break
                 bar.set_postfix(loss=f"{lv:.4f}", img_s=f"{seen / (time.time() - t0):.0f}")
-            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and s < spe - 1:
+            if save_now:
                 checkpoint(epoch, s + 1)
             if step >= total:
                 break
         bar.close()
         if stopped:
             break
-        train_loss = d.mean(run_loss / max(1, n_loss)).item()
-        if not math.isfinite(train_loss):
-            stopped = f"non-finite loss in epoch {epoch + 1}; keeping the last good checkpoint"
+        train_loss = mean_loss_if_finite(run_loss, n_loss, weights=True)
+        if train_loss is None:
+            stopped = f"non-finite loss or weights in epoch {epoch + 1}"
             break
+        d.sync_buffers(model)
         v = validate(model, val_b, crit, d, norm)
         finished_epoch = s + 1 >= spe
         m = {"epoch": epoch + 1 if finished_epoch else epoch + (s + 1) / spe, "step": step,
-             "train_loss": train_loss, **v, "lr": lr_at(step - 1, total, cfg),
+             "train_loss": train_loss, **v, "lr": lr_at(step - 1, horizon, cfg),
              "images_per_s": seen / (time.time() - t0), "time": time.time()}
         epoch, skip = (epoch + 1, 0) if finished_epoch else (epoch, s + 1)
         if d.main:
@@ -412,17 +489,29 @@ def train(cfg: TrainConfig) -> dict:
             with open(metrics_path, "a") as f:
                 f.write(json.dumps(m) + "\n")
             plot_curves(metrics, os.path.join(cfg.out, "loss_curve.png"))
-            save_samples(model, fixed, norm, os.path.join(cfg.out, "samples", f"epoch_{epoch:03d}.png"))
+            sample = f"epoch_{epoch:03d}.png" if finished_epoch else f"step_{step:07d}.png"
+            save_samples(model, fixed, norm, os.path.join(cfg.out, "samples", sample))
             log(d, f"epoch {m['epoch']:.2f} step {step}: train {train_loss:.4f} val {v['val_loss']:.4f} "
                    f"psnr {v['val_psnr']:.2f} dB ({m['images_per_s']:.0f} img/s)")
         if v["val_loss"] < best:
             best = v["val_loss"]
             checkpoint(epoch, skip, "best.pt")
         checkpoint(epoch, skip)
+
+    skipped = train_b.skipped() + val_b.skipped()
+    if skipped and d.main:
+        print(f"warning: skipped {skipped} unreadable image file(s) in all", file=sys.stderr)
+    if cfg.debug_rank_dump:
+        with open(os.path.join(cfg.out, f"rank{d.rank}.json"), "w") as f:
+            json.dump({"rank": d.rank, "step": step, "sha256": state_checksum(model)}, f)
     d.close()
     if stopped:
-        print(f"error: {stopped}", file=sys.stderr)
-    return {"stopped": stopped, "step": step, "epoch": epoch, "metrics": metrics}
+        where = (f"the last good checkpoint is {last_good[0]} (step {last_good[1]})" if last_good
+                 else "no checkpoint was written (a lower --lr may help)")
+        stopped = f"{stopped}; stopped training, {where}"
+        if d.main:
+            print(f"error: {stopped}", file=sys.stderr)
+    return {"stopped": stopped, "step": step, "epoch": epoch, "metrics": metrics, "skipped": skipped}
 
 
 def main(argv=None) -> int:
@@ -435,6 +524,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted; resume with --resume " + os.path.join(cfg.out, "last.pt"), file=sys.stderr)
         return 130
+    finally:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
     return 1 if result["stopped"] else 0
 
 

@@ -26,6 +26,10 @@ _RGB_TO_XYZN = (_RGB_TO_XYZ / _WHITE_D65[:, None]).float()
 _XYZN_TO_RGB = torch.linalg.inv(_RGB_TO_XYZ / _WHITE_D65[:, None]).float()
 _EPS = 0.008856  # (6/29)^3, the CIE linear/cube-root switch as scikit-image writes it
 _KAPPA = 7.787
+# Lab from f = (fx, fy, fz), the companded XYZ / white: L = 116 fy - 16, a = 500 (fx - fy), b = 200 (fy - fz).
+_F_TO_LAB = torch.tensor([[0.0, 116.0, 0.0], [500.0, -500.0, 0.0], [0.0, 200.0, -200.0]])
+_F_TO_LAB_BIAS = torch.tensor([-16.0, 0.0, 0.0])
+_LINE_OFFSET = torch.tensor(16 / 116)
 
 
 def _srgb_to_linear(c: torch.Tensor) -> torch.Tensor:
@@ -38,27 +42,59 @@ def _linear_to_srgb(c: torch.Tensor) -> torch.Tensor:
 
 # 256-entry table of the sRGB curve: uint8 input skips the pow() entirely (the CPU data path's hot spot).
 _SRGB_LUT = _srgb_to_linear(torch.arange(256, dtype=torch.float64) / 255).float()
+_ON_DEVICE: dict = {}
 
 
-def _mix(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-    """Apply a 3x3 matrix along dim -3 of (..., 3, H, W)."""
-    return torch.einsum("ij,...jhw->...ihw", m.to(x.device, x.dtype), x)
+def _on(t: torch.Tensor, device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A module constant on device, copied there once: a fresh host->GPU copy on every call would also
+    wait for the GPU to finish its queued work, stalling the training loop."""
+    if device.type == "cpu" and t.dtype == dtype:
+        return t
+    key = (id(t), device, dtype)
+    if key not in _ON_DEVICE:
+        _ON_DEVICE[key] = t.to(device, dtype)
+    return _ON_DEVICE[key]
+
+
+def _mix(x: torch.Tensor, m: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Apply a 3x3 matrix (and add bias (3,), if given) along dim -3 of (..., 3, H, W); contiguous output.
+
+    One batched matrix product over (N, 3, H*W) planes, a single pass over memory.
+    """
+    flat = x.reshape(-1, 3, x.shape[-2] * x.shape[-1])
+    m = _on(m, x.device, x.dtype)
+    if bias is None:
+        return torch.matmul(m, flat).view(x.shape)
+    n = flat.shape[0]
+    bias = _on(bias, x.device, x.dtype)[:, None].expand(n, 3, 1)
+    return torch.baddbmm(bias, m.expand(n, 3, 3), flat).view(x.shape)
 
 
 def _xyzn_to_lab(xyz: torch.Tensor) -> torch.Tensor:
-    f = torch.where(xyz > _EPS, xyz.clamp_min(_EPS) ** (1 / 3), _KAPPA * xyz + 16 / 116)
-    fx, fy, fz = f.unbind(-3)
-    return torch.stack([116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)], dim=-3)
+    """XYZ / white (..., 3, H, W) -> Lab (..., 3, H, W); float32 xyz is left unchanged.
+
+    f(t) = t^(1/3) above _EPS and the line _KAPPA t + 16/116 below it. That line is the tangent of t^(1/3)
+    at _EPS (to the rounding of the constants), and the concave cube root lies below its tangents, so
+    f = min(cbrt(max(t, _EPS)), line): in-place passes instead of torch.where over two full branches.
+    """
+    line = torch.add(_on(_LINE_OFFSET, xyz.device), xyz, alpha=_KAPPA)  # 16/116 + _KAPPA xyz, one pass
+    f = xyz.clamp_min(_EPS).log_().mul_(1 / 3).exp_()  # cube root; exp/log are vectorised, pow(1/3) is slower
+    torch.minimum(f, line, out=f)
+    return _mix(f, _F_TO_LAB, _F_TO_LAB_BIAS)
 
 
 def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
-    """sRGB (..., 3, H, W) -> Lab (..., 3, H, W), float32, on rgb's device.
+    """sRGB (..., 3, H, W) -> Lab (..., 3, H, W), float32, contiguous, on rgb's device.
 
     Input: float in [0, 1], or uint8 in [0, 255] (converted through a lookup table; faster).
     Output: L in [0, 100], a and b roughly in [-110, 110]. Agrees with skimage.color.rgb2lab.
     """
     if rgb.dtype == torch.uint8:
-        lin = _SRGB_LUT.to(rgb.device)[rgb.long()]
+        # int32 indices into the table (index_select takes them; lut[rgb.long()] builds an int64 copy
+        # 8x the size of the image and is ~10x slower on the CPU). The cast also makes the planes
+        # contiguous, whatever rgb's layout (random_crop_flip returns a channels-last view).
+        idx = rgb.to(torch.int32, memory_format=torch.contiguous_format)
+        lin = _on(_SRGB_LUT, rgb.device).index_select(0, idx.view(-1)).view(idx.shape)
     else:
         lin = _srgb_to_linear(rgb.float())
     return _xyzn_to_lab(_mix(lin, _RGB_TO_XYZN))
@@ -199,6 +235,9 @@ def save_checkpoint(obj: dict, path: str) -> None:
             f.write(buf.getbuffer())
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -215,10 +254,11 @@ def load_checkpoint(path: str, map_location="cpu") -> dict:
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises several types for truncated, corrupt or pickled-module files
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if "weights_only" in str(e) or "Unsupported global" in str(e):
-            first = "holds pickled code (e.g. a whole saved module), refusing to load it"
-        raise CheckpointError(f"{path}: not a readable checkpoint ({first[:160]})") from None
+        if "Unsupported global" in str(e):
+            raise CheckpointError(f"{path}: holds pickled code (e.g. a whole saved module), not a state-dict "
+                                  "checkpoint; refusing to load it") from None
+        reason = "truncated or corrupt" if isinstance(e, (RuntimeError, EOFError)) else "not a torch file"
+        raise CheckpointError(f"{path}: not a readable checkpoint ({reason})") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "model_config" not in ckpt:
         raise CheckpointError(f"{path}: not a colorizer checkpoint (no 'model' and 'model_config' entries)")
     return ckpt

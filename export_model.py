@@ -1,0 +1,92 @@
+"""Turn a training run into a shipped model: pick decode settings on held-out images, store half precision.
+
+python export_model.py --run runs/shipped --out checkpoints/colorizer.pt
+
+The decode settings of a classification model (annealed-mean temperature T and prior correction c) trade
+vividness for accuracy. They are chosen on the run's own held-out training images (never on val/ or
+bench/): the most accurate setting (PSNR) among those whose colourfulness reaches --min-cf of the
+originals'. The grid and its scores are written beside the checkpoint as JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+
+import numpy as np
+import torch
+
+from dataset import find_images, split_holdout
+from evaluate import evaluate
+from model import ModelConfig, build_model
+from predict_color import Colorizer
+from utils import load_checkpoint, save_checkpoint
+
+
+def held_out_paths(train_config: dict, limit: int) -> list[str]:
+    """The run's validation images: --val if it had one, else the same held-out split train.py made."""
+    if train_config.get("val"):
+        paths = find_images(train_config["val"])
+    else:
+        _, paths = split_holdout(find_images(train_config["data"]), train_config["val_fraction"],
+                                 train_config["seed"])
+    return paths[:limit] if limit else paths
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--run", required=True, help="training run folder (uses best.pt)")
+    p.add_argument("--checkpoint", default="best.pt", help="which checkpoint of the run")
+    p.add_argument("--out", default="checkpoints/colorizer.pt")
+    p.add_argument("--images", type=int, default=150, help="held-out images used to choose the settings")
+    p.add_argument("--min-cf", type=float, default=0.75, help="required colourfulness, share of the originals'")
+    p.add_argument("--temperatures", default="0.3,0.38,0.45,0.55,0.7,1.0")
+    p.add_argument("--corrections", default="0,0.25,0.5,0.75,1.0")
+    p.add_argument("--sizes", default="", help="network input sizes to try (default: the training resize)")
+    args = p.parse_args(argv)
+
+    src = os.path.join(args.run, args.checkpoint)
+    ckpt = load_checkpoint(src)
+    model = build_model(ModelConfig(**ckpt["model_config"]))
+    model.load_state_dict(ckpt["model"])
+    tc = ckpt["train_config"]
+    paths = held_out_paths(tc, args.images)
+    base_size = tc.get("resize") or round(tc["crop_size"] * 1.25)
+    sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else [base_size]
+    if model.cfg.head == "classification":
+        grid = list(itertools.product(sizes, map(float, args.temperatures.split(",")),
+                                      map(float, args.corrections.split(","))))
+    else:
+        grid = [(s, 1.0, 0.0) for s in sizes]
+
+    results = []
+    for size, t, c in grid:
+        m = evaluate(Colorizer(model, size, t, c), paths, progress=False)["mean"]
+        results.append({"size": size, "temperature": t, "prior_correction": c,
+                        "psnr_gain": m["psnr"] - m["grey_psnr"], "cf_ratio": m["cf_ratio"],
+                        "ssim": m["ssim"], "auc": m["auc"]})
+        print(f"size {size} T {t:.2f} c {c:.2f}: PSNR gain {results[-1]['psnr_gain']:+.2f} dB, "
+              f"CF {100 * m['cf_ratio']:.0f}%, AuC {m['auc']:.1f}", flush=True)
+    ok = [r for r in results if r["cf_ratio"] >= args.min_cf]
+    pick = max(ok, key=lambda r: r["psnr_gain"]) if ok else max(results, key=lambda r: r["cf_ratio"])
+    print(f"chosen: size {pick['size']}, T {pick['temperature']}, c {pick['prior_correction']}"
+          + ("" if ok else f" (no setting reached {args.min_cf:.0%} colourfulness; took the most colourful)"))
+
+    shipped = {"model": {k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()},
+               "model_config": ckpt["model_config"], "train_config": tc,
+               "inference": {"size": pick["size"], "temperature": pick["temperature"],
+                             "prior_correction": pick["prior_correction"]},
+               "step": ckpt["step"], "epoch": ckpt["epoch"], "source": os.path.normpath(src)}
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    save_checkpoint(shipped, args.out)
+    with open(os.path.splitext(args.out)[0] + "_selection.json", "w") as f:
+        json.dump({"held_out_images": len(paths), "min_cf": args.min_cf, "chosen": pick,
+                   "grid": results}, f, indent=2)
+    print(f"wrote {args.out} ({os.path.getsize(args.out) / 1e6:.1f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

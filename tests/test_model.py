@@ -1,0 +1,69 @@
+"""The network: output shapes for any input size, both heads, and checkpoints that hold no pickled code."""
+import pytest
+import torch
+
+from model import ModelConfig, build_model
+from utils import CheckpointError, load_checkpoint, save_checkpoint
+
+SIZES = [(37, 53), (1, 1), (5, 200), (64, 64), (33, 17)]
+HEADS = {"regression": dict(head="regression"), "classification": dict(head="classification", num_bins=13)}
+
+
+def tiny(head: str, depth: int = 3) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_model(ModelConfig(width=4, max_width=16, depth=depth, **HEADS[head])).eval()
+
+
+@pytest.mark.parametrize("head", HEADS)
+@pytest.mark.parametrize("h,w", SIZES)
+def test_output_shapes_for_any_input_size(head, h, w):
+    model = tiny(head)
+    l_n = torch.rand(2, 1, h, w) * 2 - 1
+    with torch.no_grad():
+        out = model(l_n)
+        ab = model.predict_ab(l_n)
+    channels = 2 if head == "regression" else 13
+    assert out.shape == (2, channels, (h + 1) // 2, (w + 1) // 2)  # the head works at half resolution
+    assert ab.shape == (2, 2, h, w) and torch.isfinite(ab).all()
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_training_mode_forward_and_backward_on_an_odd_size(head):
+    model = tiny(head).train()
+    out = model(torch.rand(2, 1, 37, 53) * 2 - 1)
+    out.float().pow(2).mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_classification_decode_is_a_mix_of_the_bins():
+    model = tiny("classification")
+    bins = torch.stack([torch.linspace(-50, 60, 13), torch.linspace(30, -20, 13)], 1)
+    model.bins.copy_(bins)
+    with torch.no_grad():
+        ab = model.predict_ab(torch.rand(1, 1, 20, 24) * 2 - 1)  # normalised: ab / 110
+    lo, hi = bins.min(0).values / 110, bins.max(0).values / 110
+    assert (ab.amin((0, 2, 3)) >= lo - 1e-5).all() and (ab.amax((0, 2, 3)) <= hi + 1e-5).all()
+
+
+def test_bad_head_is_rejected():
+    with pytest.raises(ValueError):
+        build_model(ModelConfig(head="classification", num_bins=0))
+    with pytest.raises(ValueError):
+        build_model({"head": "segmentation"})
+
+
+def test_checkpoint_round_trip_loads_strictly_and_a_pickled_module_is_refused(tmp_path):
+    model = tiny("classification")
+    path = tmp_path / "ckpt.pt"
+    save_checkpoint({"model": model.state_dict(), "model_config": model.cfg.to_dict()}, str(path))
+    ckpt = load_checkpoint(str(path))
+    again = build_model(ckpt["model_config"])
+    again.load_state_dict(ckpt["model"], strict=True)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+
+    pickled = tmp_path / "whole_module.pt"
+    torch.save(model, pickled)
+    with pytest.raises(CheckpointError, match="whole_module.pt"):
+        load_checkpoint(str(pickled))
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(str(tmp_path / "missing.pt"))

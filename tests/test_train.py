@@ -1,0 +1,143 @@
+"""Training end to end on a few tiny photos: artifacts, checkpoints, resume, errors, losses, and inference
+with the checkpoint the run just wrote."""
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+import train
+from model import build_model
+from predict_color import Colorizer
+from utils import load_checkpoint
+
+
+def run_in_process(argv) -> dict:
+    return train.train(train.parse_args(argv))
+
+
+def same_tensors(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def same_optimizer(a: dict, b: dict) -> bool:
+    sa, sb = a["state"], b["state"]
+    return sa.keys() == sb.keys() and all(same_tensors(sa[k], sb[k]) for k in sa)
+
+
+# ---------------------------------------------------------------------------------------------------
+def test_run_folder_has_every_artifact(tiny_run):
+    with open(tiny_run / "config.json") as f:
+        config = json.load(f)
+    assert config["train"]["max_steps"] == 12 and config["model"]["width"] == 8
+    with open(tiny_run / "metrics.jsonl") as f:
+        metrics = [json.loads(line) for line in f]
+    assert [m["step"] for m in metrics] == sorted(m["step"] for m in metrics) and metrics[-1]["step"] == 12
+    assert all(k in metrics[0] for k in ("epoch", "train_loss", "val_loss", "val_psnr", "lr"))
+    with Image.open(tiny_run / "loss_curve.png") as im:
+        assert im.size[0] > 100
+    samples = sorted((tiny_run / "samples").glob("*.png"))
+    assert len(samples) == len(metrics)
+    with Image.open(samples[-1]) as im:  # grey | predicted | truth, one row per validation image
+        assert im.size[0] == 3 * 32 and im.size[1] % 32 == 0
+    assert (tiny_run / "last.pt").is_file() and (tiny_run / "best.pt").is_file()
+
+
+def test_checkpoint_is_plain_state_dicts_and_loads_with_weights_only(tiny_run):
+    ckpt = torch.load(tiny_run / "last.pt", map_location="cpu", weights_only=True)
+    assert {"model", "optimizer", "model_config", "train_config", "epoch", "step_in_epoch", "step"} <= ckpt.keys()
+    assert ckpt["step"] == 12
+    assert not [k for k in ckpt["model"] if k.startswith(("_orig_mod.", "module."))]
+    model = build_model(ckpt["model_config"])
+    model.load_state_dict(ckpt["model"], strict=True)
+    best = load_checkpoint(str(tiny_run / "best.pt"))
+    build_model(best["model_config"]).load_state_dict(best["model"], strict=True)
+
+
+def test_predict_color_cli_keeps_the_size_with_the_checkpoint_just_written(tiny_run, photo_dir, tmp_path, run_cli):
+    src = tmp_path / "grey_37x53.png"
+    with Image.open(sorted(photo_dir.glob("*.jpg"))[0]) as im:
+        im.convert("L").resize((37, 53)).save(src)
+    out = tmp_path / "coloured.png"
+    r = run_cli("predict_color.py", "-image", src, "-model", tiny_run / "last.pt", "-output", out)
+    assert r.returncode == 0, r.stderr
+    with Image.open(out) as im:
+        assert im.size == (37, 53) and im.mode == "RGB"
+    # The API colorizes any mode; an RGB input keeps its size too.
+    with Image.open(src) as im:
+        assert Colorizer.from_checkpoint(str(tiny_run / "last.pt")).colorize(im.convert("RGB")).size == (37, 53)
+
+
+# ---------------------------------------------------------------------------------------------------
+def test_a_few_epochs_lower_the_loss(photo_dir, tmp_path, tiny_argv):
+    result = run_in_process(tiny_argv(photo_dir, tmp_path / "run", "--epochs", "5", "--lr", "3e-3",
+                                      "--warmup-steps", "2", "--seed", "0"))
+    assert result["stopped"] is None and result["epoch"] == 5
+    losses = [m["train_loss"] for m in result["metrics"]]
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_resume_continues_exactly_as_a_run_straight_through(photo_dir, tmp_path, tiny_argv):
+    """2 epochs in one go == 1 epoch (a 2-epoch run stopped by --max-steps), then --resume: same weights,
+    optimizer state, counters and metrics lines, on the cached data path, with a non-trivial schedule."""
+    common = ["--epochs", "2", "--lr", "3e-3", "--warmup-steps", "2", "--cache"]
+    straight = run_in_process(tiny_argv(photo_dir, tmp_path / "a", *common))
+    spe = straight["step"] // 2
+    first = run_in_process(tiny_argv(photo_dir, tmp_path / "b", *common, "--max-steps", spe))
+    assert first["step"] == spe and first["epoch"] == 1
+    resumed = run_in_process(tiny_argv(photo_dir, tmp_path / "b", *common, "--resume", tmp_path / "b" / "last.pt"))
+    assert resumed["step"] == 2 * spe and resumed["epoch"] == 2
+
+    a, b = load_checkpoint(str(tmp_path / "a" / "last.pt")), load_checkpoint(str(tmp_path / "b" / "last.pt"))
+    assert (a["step"], a["epoch"], a["step_in_epoch"]) == (b["step"], b["epoch"], b["step_in_epoch"]) == (2 * spe, 2, 0)
+    assert same_tensors(a["model"], b["model"])
+    assert same_optimizer(a["optimizer"], b["optimizer"])
+    with open(tmp_path / "b" / "metrics.jsonl") as f:
+        lines = [json.loads(x) for x in f]
+    assert [(m["epoch"], m["step"]) for m in lines] == [(1, spe), (2, 2 * spe)]
+
+
+def test_resume_with_more_epochs_continues_the_counters(photo_dir, tmp_path, tiny_argv, capsys):
+    out = tmp_path / "run"
+    one = run_in_process(tiny_argv(photo_dir, out, "--epochs", "1"))
+    more = run_in_process(tiny_argv(photo_dir, out, "--epochs", "2", "--resume", out / "last.pt"))
+    assert more["step"] == 2 * one["step"] and more["epoch"] == 2
+    assert f"at epoch 1, step {one['step']}" in capsys.readouterr().out
+    assert [m["epoch"] for m in more["metrics"]] == [1, 2]
+
+
+@pytest.mark.parametrize("what", ["missing data folder", "missing resume checkpoint"])
+def test_user_errors_are_one_line_and_a_nonzero_exit(what, photo_dir, tmp_path, run_cli, tiny_argv):
+    if what == "missing data folder":
+        bad = tmp_path / "no_such_photos"
+        args = tiny_argv(bad, tmp_path / "run")
+    else:
+        bad = tmp_path / "no_such_run" / "last.pt"
+        args = tiny_argv(photo_dir, tmp_path / "run", "--resume", bad)
+    r = run_cli("train.py", *args)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1, r.stderr
+    assert lines[0].startswith("error: ") and str(bad) in lines[0] and "Traceback" not in r.stderr
+
+
+def test_resume_from_a_file_that_is_not_a_checkpoint_is_an_error(photo_dir, tmp_path, tiny_argv, capsys):
+    junk = tmp_path / "junk.pt"
+    junk.write_text("not a checkpoint")
+    assert train.main(tiny_argv(photo_dir, tmp_path / "run", "--resume", junk)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "junk.pt" in err[0]
+
+
+@pytest.mark.parametrize("loss", ["l1", "huber", "classification"])
+def test_each_loss_trains_and_its_checkpoint_colorizes(loss, photo_dir, tmp_path, tiny_argv):
+    out = tmp_path / "run"
+    result = run_in_process(tiny_argv(photo_dir, out, "--loss", loss, "--max-steps", "3"))
+    assert result["stopped"] is None and result["step"] == 3
+    ckpt = load_checkpoint(str(out / "last.pt"))
+    head = "classification" if loss == "classification" else "regression"
+    assert ckpt["model_config"]["head"] == head
+    if head == "classification":
+        assert ckpt["model_config"]["num_bins"] > 1
+        assert torch.isfinite(ckpt["model"]["log_weights"]).all() and ckpt["model"]["bins"].abs().max() > 0
+    grey = Image.new("L", (37, 53), 128)
+    assert Colorizer.from_checkpoint(str(out / "last.pt")).colorize(grey).size == (37, 53)
