@@ -32,9 +32,8 @@ import torch
 from skimage import color, io
 
 from dataset import DataError, find_images
-from model import ModelConfig, build_model
-from train import LOSSES, Batches, Criterion, Dist, TrainConfig, estimate_prior, lr_at
-from utils import rebalance_weights
+from train import (LOSSES, Batches, Criterion, Dist, TrainConfig, lr_at, model_inputs, new_model,
+                   train_step)
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_DATA = "../shared/data/train"  # relative to the repository root
@@ -133,15 +132,8 @@ def setup(args):
     if batches.n < cfg.batch_size:
         raise DataError(f"{cfg.data}: {batches.n} readable images, fewer than one batch of {cfg.batch_size}")
 
-    mcfg = ModelConfig(width=cfg.width, depth=cfg.depth, max_width=cfg.max_width,
-                       head="classification" if cfg.loss == "classification" else "regression")
-    bins_prior = estimate_prior(batches, cfg) if mcfg.head == "classification" else None
-    if bins_prior is not None:
-        mcfg.num_bins = len(bins_prior[0])
-    model = build_model(mcfg).to(d.device)
-    if bins_prior is not None:
-        model.bins.copy_(bins_prior[0])
-        model.log_weights.copy_(rebalance_weights(bins_prior[1], cfg.rebalance_lambda).log())
+    model = new_model(cfg, batches).to(d.device)
+    mcfg = model.cfg
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     crit = Criterion(cfg.loss, model)
     if cuda:
@@ -151,25 +143,12 @@ def setup(args):
     horizon = 10 ** 6
     state = {"step": 0, "loss": torch.zeros((), device=d.device)}
 
-    def to_inputs(rgb):
-        """uint8 batch on the device -> the model's input and target, as in train.py's loop."""
-        l_n, ab_n = norm.split(rgb)
-        if cuda:
-            l_n = l_n.contiguous(memory_format=torch.channels_last)
-        return l_n, ab_n
-
-    def train_step(l_n, ab_n):
-        """train.py's optimizer step (learning rate, forward, loss, backward, AdamW), without its logging."""
-        for g in opt.param_groups:
-            g["lr"] = lr_at(state["step"], horizon, cfg)
-        with amp:
-            out = model(l_n)
-        loss = crit(out, ab_n)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    def step(l_n, ab_n):
+        state["loss"] += train_step(model, opt, crit, l_n, ab_n, lr_at(state["step"], horizon, cfg), amp)
         state["step"] += 1
-        state["loss"] += loss.detach()
+
+    def to_inputs(rgb):
+        return model_inputs(norm, rgb)
 
     data_stream = forever(batches.epoch)
     train_stream = forever(batches.epoch)
@@ -185,12 +164,12 @@ def setup(args):
         return len(rgb)
 
     def run_step():
-        train_step(*fixed)
+        step(*fixed)
         return len(fixed[0])
 
     def run_train():
         rgb = next(train_stream)
-        train_step(*to_inputs(rgb))
+        step(*to_inputs(rgb))
         return len(rgb)
 
     def run_original():

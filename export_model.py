@@ -15,8 +15,6 @@ import json
 import os
 import sys
 
-import numpy as np
-import torch
 
 from dataset import find_images, split_holdout
 from evaluate import evaluate

@@ -315,6 +315,43 @@ def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
 
+def new_model(cfg: TrainConfig, batches: Batches):
+    """A freshly initialised model for cfg; a classification head gets its ab bins and rebalancing
+    weights from the empirical colour prior of the training batches."""
+    mcfg = ModelConfig(width=cfg.width, depth=cfg.depth, max_width=cfg.max_width,
+                       head="classification" if cfg.loss == "classification" else "regression")
+    if mcfg.head != "classification":
+        return build_model(mcfg)
+    bins, prior = estimate_prior(batches, cfg)
+    mcfg.num_bins = len(bins)
+    model = build_model(mcfg)
+    model.bins.copy_(bins)
+    model.log_weights.copy_(rebalance_weights(prior, cfg.rebalance_lambda).log())
+    return model
+
+
+def model_inputs(norm, rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 RGB batch on the device -> (normalised L, channels-last on CUDA; normalised ab target).
+    The Lab conversion runs batched on the device, in float32."""
+    l_n, ab_n = norm.split(rgb)
+    if l_n.is_cuda:
+        l_n = l_n.contiguous(memory_format=torch.channels_last)
+    return l_n, ab_n
+
+
+def train_step(net, opt, crit, l_n: torch.Tensor, ab_n: torch.Tensor, lr: float, amp) -> torch.Tensor:
+    """One optimizer step; returns the loss (a device tensor: no host sync)."""
+    for g in opt.param_groups:
+        g["lr"] = lr
+    with amp:
+        out = net(l_n)
+    loss = crit(out, ab_n)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.detach()
+
+
 def state_checksum(model: torch.nn.Module) -> str:
     """sha256 of every tensor of the state dict, in key order: equal only for bit-identical models."""
     h = hashlib.sha256()
@@ -356,20 +393,12 @@ def train(cfg: TrainConfig) -> dict:
     log(d, f"{train_b.n} training and {val_b.n} validation images, {d.world} process(es) on {d.device}")
 
     if resume is not None:
-        mcfg = ModelConfig(**resume["model_config"])
+        model = build_model(resume["model_config"]).to(d.device)
     else:
-        mcfg = ModelConfig(width=cfg.width, depth=cfg.depth, max_width=cfg.max_width,
-                           head="classification" if cfg.loss == "classification" else "regression")
-    bins_prior = None
-    if mcfg.head == "classification" and resume is None:
-        bins_prior = estimate_prior(train_b, cfg)
-        mcfg.num_bins = len(bins_prior[0])
-    model = build_model(mcfg).to(d.device)
-    norm = mcfg.norm
-    if bins_prior is not None:
-        model.bins.copy_(bins_prior[0])
-        model.log_weights.copy_(rebalance_weights(bins_prior[1], cfg.rebalance_lambda).log())
-        log(d, f"classification over {mcfg.num_bins} ab bins, rebalancing lambda {cfg.rebalance_lambda}")
+        model = new_model(cfg, train_b).to(d.device)
+        if model.cfg.head == "classification":
+            log(d, f"classification over {model.cfg.num_bins} ab bins, rebalancing lambda {cfg.rebalance_lambda}")
+    mcfg, norm = model.cfg, model.cfg.norm
     if cfg.init and resume is None:
         model.load_state_dict(load_checkpoint(cfg.init)["model"])
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -442,17 +471,7 @@ def train(cfg: TrainConfig) -> dict:
         bar = tqdm(total=spe, initial=skip, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    disable=not (cfg.progress and d.main), dynamic_ncols=True)
         for s, rgb in enumerate(train_b.epoch(epoch, skip), start=skip):
-            for g in opt.param_groups:
-                g["lr"] = lr_at(step, horizon, cfg)
-            l_n, ab_n = norm.split(rgb)  # float32 Lab conversion, batched on the device
-            if cuda:
-                l_n = l_n.contiguous(memory_format=torch.channels_last)
-            with amp:
-                out = net(l_n)
-            loss = crit(out, ab_n)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            loss = train_step(net, opt, crit, *model_inputs(norm, rgb), lr_at(step, horizon, cfg), amp)
             step += 1
             seen += len(rgb) * d.world
             run_loss += loss.detach()
