@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
-EPOCHS=${1:-7}; WIDTH=${2:-16}; CROP=${3:-64}
+EPOCHS=${1:-6}; WIDTH=${2:-16}; CROP=${3:-64}
 DATA=${DATA:-../shared/data}
 mkdir -p experiments/results
 for loss in mse l1 huber classification; do
