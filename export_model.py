@@ -20,6 +20,7 @@ from dataset import find_images, split_holdout
 from evaluate import evaluate
 from model import ModelConfig, build_model
 from predict_color import Colorizer
+from train import ab_prior_entry
 from utils import load_checkpoint, save_checkpoint
 
 
@@ -76,7 +77,8 @@ def main(argv=None) -> int:
                "model_config": ckpt["model_config"], "train_config": tc,
                "inference": {"size": pick["size"], "temperature": pick["temperature"],
                              "prior_correction": pick["prior_correction"]},
-               "step": ckpt["step"], "epoch": ckpt["epoch"], "source": os.path.normpath(src)}
+               "step": ckpt["step"], "epoch": ckpt["epoch"], "source": os.path.normpath(src),
+               **ab_prior_entry(model, tc["rebalance_lambda"])}
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     save_checkpoint(shipped, args.out)
     with open(os.path.splitext(args.out)[0] + "_selection.json", "w") as f:

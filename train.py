@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from dataset import (ColorDataset, DataError, ImageCache, center_crop, find_images, random_crop_flip,
                      split_holdout)
 from model import ModelConfig, build_model
-from utils import (CheckpointError, ab_grid_index, load_checkpoint, prior_from_counts, rebalance_weights,
-                   grid_centers, save_checkpoint, seed_everything, soft_encode, AB_GRID_N)
+from utils import (AB_GRID_N, CheckpointError, ab_grid_index, grid_centers, load_checkpoint, prior_from_counts,
+                   prior_from_weights, rebalance_weights, save_checkpoint, seed_everything, soft_encode)
 
 LOSSES = ("mse", "l1", "huber", "classification")
 
@@ -366,7 +366,15 @@ def make_checkpoint(model, opt, cfg: TrainConfig, epoch: int, step_in_epoch: int
     return {"model": model.state_dict(), "optimizer": opt.state_dict(),
             "model_config": model.cfg.to_dict(), "train_config": dataclasses.asdict(cfg),
             "epoch": epoch, "step_in_epoch": step_in_epoch, "step": step, "best_val_loss": best,
-            **(extra or {})}
+            **ab_prior_entry(model, cfg.rebalance_lambda), **(extra or {})}
+
+
+def ab_prior_entry(model, lam: float) -> dict:
+    """Classification checkpoints also carry the empirical ab prior (over model.bins) and its lambda."""
+    if model.cfg.head != "classification":
+        return {}
+    return {"ab_prior": {"bins": model.bins.detach().cpu(), "lambda": lam,
+                         "prior": prior_from_weights(model.log_weights.detach().cpu(), lam)}}
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -185,6 +185,18 @@ def rebalance_weights(prior: torch.Tensor, lam: float) -> torch.Tensor:
     return w / (prior * w).sum()
 
 
+def prior_from_weights(log_weights: torch.Tensor, lam: float) -> torch.Tensor:
+    """Invert rebalance_weights: the smoothed prior p behind weights w = 1 / (Z ((1 - lam) p + lam / Q)).
+
+    sum_q p_q w_q = 1 fixes Z = sum_q 1 / w_q, so the checkpoint's weights and lambda determine p exactly.
+    """
+    inv = torch.exp(-log_weights.double())  # Z ((1 - lam) p + lam / Q)
+    z = inv.sum()
+    if lam >= 1:
+        return torch.full_like(inv, 1.0 / inv.numel()).float()
+    return ((inv / z - lam / inv.numel()) / (1 - lam)).clamp_min(0).float()
+
+
 def soft_encode(ab: torch.Tensor, grid_to_bin: torch.Tensor, bins: torch.Tensor,
                 sigma: float = 5.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Soft targets over kept bins: a Gaussian (sigma) over the 3x3 grid neighbourhood of each pixel.

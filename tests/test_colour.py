@@ -8,7 +8,7 @@ from PIL import Image
 from skimage import color
 
 from utils import (AB_GRID_MAX, AB_GRID_N, AB_GRID_STEP, LabNorm, grey_to_l, grid_centers, lab_to_rgb,
-                   prior_from_counts, rebalance_weights, rgb_to_lab, soft_encode)
+                   prior_from_counts, prior_from_weights, rebalance_weights, rgb_to_lab, soft_encode)
 
 LAB_TOL = 0.5  # Lab units
 
@@ -162,3 +162,10 @@ def test_rebalance_weights_have_expected_weight_one_and_favour_rare_bins(lam):
         assert w[prior.argmin()] > w[prior.argmax()]
     else:
         torch.testing.assert_close(w, torch.ones_like(w))
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.5, 0.9])
+def test_prior_from_weights_inverts_rebalance_weights(lam):
+    _, prior, _, _ = kept_bins()
+    back = prior_from_weights(rebalance_weights(prior, lam).log(), lam)
+    torch.testing.assert_close(back, prior.float(), atol=1e-5, rtol=1e-3)

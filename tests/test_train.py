@@ -139,5 +139,8 @@ def test_each_loss_trains_and_its_checkpoint_colorizes(loss, photo_dir, tmp_path
     if head == "classification":
         assert ckpt["model_config"]["num_bins"] > 1
         assert torch.isfinite(ckpt["model"]["log_weights"]).all() and ckpt["model"]["bins"].abs().max() > 0
+        prior = ckpt["ab_prior"]["prior"]  # the empirical colour prior travels with the checkpoint
+        assert prior.shape == (ckpt["model_config"]["num_bins"],) and abs(prior.sum().item() - 1) < 1e-4
+        torch.testing.assert_close(ckpt["ab_prior"]["bins"], ckpt["model"]["bins"])
     grey = Image.new("L", (37, 53), 128)
     assert Colorizer.from_checkpoint(str(out / "last.pt")).colorize(grey).size == (37, 53)
