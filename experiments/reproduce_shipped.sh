@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduce the shipped model: train on the CPU (about 75 minutes on 2 cores), choose its decode
+# Reproduce the shipped model: train on the CPU (80 minutes on 2 cores), choose its decode
 # settings on its own held-out training images, export it in float16, and evaluate it.
 #   bash experiments/reproduce_shipped.sh            (DATA=../shared/data by default)
 set -euo pipefail
@@ -10,7 +10,7 @@ $PY train.py --data "$DATA/train" --val-fraction 0.03 --out runs/shipped --loss 
     --crop-size 96 --epochs 16 --batch-size 32 --lr 2e-3 --width 32 --workers 2 --seed 0 \
     --checkpoint-every 500 --no-progress
 $PY export_model.py --run runs/shipped --out checkpoints/colorizer.pt --images 150 \
-    --temperatures 0.38,0.5,0.65,0.8,1.0 --corrections 0,0.5,1 --sizes 120,160
+    --temperatures 0.38,0.5,0.65 --corrections 0.15,0.25,0.35 --sizes 120,160 --min-cf 0.7
 for set in val/bsds bench/kodak; do
   $PY evaluate.py --data "$DATA/$set" --out "runs/eval/$(basename "$set")"
 done
