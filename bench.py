@@ -34,6 +34,7 @@ from skimage import color, io
 from dataset import DataError, find_images
 from train import (LOSSES, Batches, Criterion, Dist, TrainConfig, lr_at, model_inputs, new_model,
                    train_step)
+from utils import write_atomic
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_DATA = "../shared/data/train"  # relative to the repository root
@@ -251,13 +252,8 @@ def default_out(device: torch.device) -> str:
 
 
 def write_json(obj: dict, path: str) -> None:
-    """Atomically: a temporary file beside path, then renamed over it."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+    write_atomic(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
 
 
 def report(res: dict, ratios: dict, dev: torch.device) -> str:

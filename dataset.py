@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
@@ -23,7 +22,7 @@ from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 from torchvision import transforms
 
-from utils import LabNorm
+from utils import LabNorm, write_atomic
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -173,27 +172,6 @@ def _cache_key(paths: list[str], size: int) -> str:
     return h.hexdigest()[:16]
 
 
-def _write_atomic(path: str, write) -> None:
-    """write(file) into a uniquely named temporary file beside path, then rename it over path.
-
-    Readers never see a half-written file, and processes that build the same cache at once do not
-    write into each other's temporary file.
-    """
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=os.path.splitext(path)[1],
-                               dir=os.path.dirname(os.path.abspath(path)))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide the cache from other users
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 @dataclass
 class ImageCache:
     """Every image decoded once: images (N, size, size, 3) uint8, the paths they came from, and the
@@ -237,8 +215,8 @@ class ImageCache:
         if cache_dir:
             os.makedirs(cache_dir, exist_ok=True)
             # The array first, its index second: a reader that finds the index finds a complete array.
-            _write_atomic(npy, lambda f: np.save(f, images))
-            _write_atomic(meta, lambda f: f.write(json.dumps(
+            write_atomic(npy, lambda f: np.save(f, images))
+            write_atomic(meta, lambda f: f.write(json.dumps(
                 {"size": size, "paths": kept, "skipped": bad}).encode()))
         return cls(images, kept, bad)
 

@@ -16,9 +16,8 @@ import functools
 import os
 import struct
 import sys
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterable, Iterator
+from typing import BinaryIO, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -26,7 +25,7 @@ import torch.nn.functional as F
 from PIL import ExifTags, Image
 
 from model import ModelConfig, build_model
-from utils import CheckpointError, grey_to_l, lab_to_rgb, load_checkpoint
+from utils import CheckpointError, grey_to_l, lab_to_rgb, load_checkpoint, write_atomic
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_MODEL = os.path.join(HERE, "checkpoints", "colorizer.pt")
@@ -354,14 +353,6 @@ def output_path(src: str, output: str | None, many: bool, subfolder: str = "") -
     return output
 
 
-@functools.lru_cache(maxsize=None)
-def _umask() -> int:
-    """The process umask (read once: reading it means setting it, which must not race other threads)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return umask
-
-
 def _prepare_folder(path: str) -> str:
     """Create the folder of an output file; a clear InputError if it cannot be."""
     folder = os.path.dirname(os.path.abspath(path))
@@ -376,24 +367,14 @@ def _prepare_folder(path: str) -> str:
     return folder
 
 
-def _write_atomic(path: str, suffix: str, write: Callable[[str], None]) -> None:
-    """write(tmp) into a temporary file beside path, then rename it over path: no partial file, ever."""
-    folder = _prepare_folder(path)
+def _write_atomic(path: str, write: Callable[[BinaryIO], None]) -> None:
+    """utils.write_atomic, with its folder created first and failures as one InputError: no partial file."""
+    _prepare_folder(path)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=suffix, dir=folder)
-        os.close(fd)
-    except OSError as e:
-        raise InputError(f"{path}: cannot write to {folder} ({e.strerror or e})") from None
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; give it a normal file's permissions
-        os.replace(tmp, path)
+        write_atomic(path, write)
     except (OSError, ValueError, KeyError) as e:
-        os.unlink(tmp)
-        raise InputError(f"{path}: cannot write ({_first_line(e)})") from None
-    except BaseException:
-        os.unlink(tmp)
-        raise
+        why = (e.strerror if isinstance(e, OSError) else None) or _first_line(e)
+        raise InputError(f"{path}: cannot write ({why})") from None
 
 
 def output_format(path: str) -> str:
@@ -411,7 +392,7 @@ def save_image(im: Image.Image, path: str) -> None:
     if fmt in ("JPEG", "BMP") and im.mode == "RGBA":
         im = im.convert("RGB")  # these formats have no alpha
     options = {"JPEG": {"quality": 95}, "PNG": {"compress_level": 3}}.get(fmt, {})
-    _write_atomic(path, os.path.splitext(path)[1], lambda tmp: im.save(tmp, format=fmt, **options))
+    _write_atomic(path, lambda f: im.save(f, format=fmt, **options))
 
 
 def mood(hist: list[int]) -> str:
@@ -442,7 +423,7 @@ def save_histogram(im: Image.Image, path: str) -> str:
         ax.set_title(title), ax.set_xlim(0, 255), ax.set_yticks([])
     fig.suptitle(os.path.basename(path))
     fig.tight_layout()
-    _write_atomic(path, ".png", lambda tmp: fig.savefig(tmp, dpi=80, format="png"))
+    _write_atomic(path, lambda f: fig.savefig(f, dpi=80, format="png"))
     return mood(hist)
 
 
@@ -612,7 +593,6 @@ def _run(args: argparse.Namespace, workers: int) -> int:
     if many and args.output and os.path.isfile(args.output):
         print(f"error: {args.output}: is a file, but several inputs need an output folder", file=sys.stderr)
         return 2
-    _umask()  # read before any thread writes a file
     bar = None
     if len(inputs) > 1:
         from tqdm import tqdm

@@ -362,11 +362,11 @@ def state_checksum(model: torch.nn.Module) -> str:
 
 
 def make_checkpoint(model, opt, cfg: TrainConfig, epoch: int, step_in_epoch: int, step: int,
-                    best: float, extra: dict | None = None) -> dict:
+                    best: float) -> dict:
     return {"model": model.state_dict(), "optimizer": opt.state_dict(),
             "model_config": model.cfg.to_dict(), "train_config": dataclasses.asdict(cfg),
             "epoch": epoch, "step_in_epoch": step_in_epoch, "step": step, "best_val_loss": best,
-            **ab_prior_entry(model, cfg.rebalance_lambda), **(extra or {})}
+            **ab_prior_entry(model, cfg.rebalance_lambda)}
 
 
 def ab_prior_entry(model, lam: float) -> dict:

@@ -6,11 +6,12 @@ that the L the model sees is exactly the L of the image whose ab it must predict
 """
 from __future__ import annotations
 
-import io
+import functools
 import math
 import os
 import tempfile
 from dataclasses import dataclass
+from typing import BinaryIO, Callable
 
 import numpy as np
 import torch
@@ -233,28 +234,41 @@ class CheckpointError(Exception):
     """A checkpoint that is missing, unreadable or not one of ours; the message names the file."""
 
 
-def save_checkpoint(obj: dict, path: str) -> None:
-    """Write atomically: to a temporary file in the same folder, fsync, then os.replace over path.
+@functools.lru_cache(maxsize=None)
+def _new_file_mode() -> int:
+    """0666 less the umask: what open() would give a new file. Read once, because reading the umask means
+    setting it, which must not race threads that create files."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
-    A failed write (full disk, read-only folder) raises and leaves any previous file at path intact.
+
+def write_atomic(path: str, write: Callable[[BinaryIO], None], fsync: bool = False) -> None:
+    """write(file) into a uniquely named temporary file beside path, then rename it over path.
+
+    Readers never see a half-written file; a failure (full disk, read-only folder, an error in write)
+    raises, removes the temporary file and leaves any previous file at path intact. The result gets a
+    normal file's permissions (mkstemp would leave it 0600).
     """
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".pt", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=os.path.splitext(path)[1],
+                               dir=os.path.dirname(os.path.abspath(path)))
     try:
         with os.fdopen(fd, "wb") as f:
-            buf = io.BytesIO()
-            torch.save(obj, buf)
-            f.write(buf.getbuffer())
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
+            write(f)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.chmod(tmp, _new_file_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def save_checkpoint(obj: dict, path: str) -> None:
+    """Write atomically and durably (fsync before the rename); see write_atomic."""
+    write_atomic(path, lambda f: torch.save(obj, f), fsync=True)
 
 
 def load_checkpoint(path: str, map_location="cpu") -> dict:
