@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 from torchvision import transforms
@@ -269,6 +270,33 @@ def random_crop_flip(batch: torch.Tensor, crop: int, generator: torch.Generator 
     rows = (oy[:, None] + ar)[:, :, None]
     cols = torch.where(flip[:, None], ox[:, None] + crop - 1 - ar, ox[:, None] + ar)[:, None, :]
     return batch[torch.arange(b, device=dev)[:, None, None], rows, cols].permute(0, 3, 1, 2)
+
+
+def random_resized_crop_flip(batch: torch.Tensor, crop: int, scale_min: float,
+                             generator: torch.Generator | None = None) -> torch.Tensor:
+    """(B, S, S, 3) uint8 on any device -> (B, 3, crop, crop) uint8: per image a random square window of
+    side U(scale_min, 1) * S at a random place, optionally mirrored, resampled (bilinear) to crop x crop.
+
+    Scale augmentation: the model sees objects both at the size it will meet them at inference and
+    magnified up to 1/scale_min times (close-ups). One grid_sample for the whole batch; the random draws
+    are made on the CPU from `generator`, so a seed gives the same windows on any device.
+    """
+    b, s = batch.shape[0], batch.shape[1]
+    side = s * (scale_min + (1 - scale_min) * torch.rand(b, generator=generator, dtype=torch.float64))
+    cy = side / 2 + (s - side) * torch.rand(b, generator=generator, dtype=torch.float64)
+    cx = side / 2 + (s - side) * torch.rand(b, generator=generator, dtype=torch.float64)
+    flip = torch.rand(b, generator=generator) < 0.5
+    # Normalised coordinates (align_corners=False): input = scale * output + shift, per image.
+    theta = torch.zeros(b, 2, 3, dtype=torch.float64)
+    theta[:, 0, 0] = torch.where(flip, -side / s, side / s)
+    theta[:, 1, 1] = side / s
+    theta[:, 0, 2] = 2 * cx / s - 1
+    theta[:, 1, 2] = 2 * cy / s - 1
+    theta = theta.float().to(batch.device, non_blocking=True)
+    grid = F.affine_grid(theta, [b, 3, crop, crop], align_corners=False)
+    src = batch.permute(0, 3, 1, 2).float()
+    out = F.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out.round_().clamp_(0, 255).to(torch.uint8)
 
 
 def center_crop(batch: torch.Tensor, crop: int) -> torch.Tensor:

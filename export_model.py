@@ -38,6 +38,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run", required=True, help="training run folder (uses best.pt)")
     p.add_argument("--checkpoint", default="best.pt", help="which checkpoint of the run")
+    p.add_argument("--data", default="", help="the run's training folder, if it is elsewhere now (a packed copy "
+                   "with the same file stems, experiments/pack_data.py, holds out the same images)")
     p.add_argument("--out", default="checkpoints/colorizer.pt")
     p.add_argument("--images", type=int, default=150, help="held-out images used to choose the settings")
     p.add_argument("--min-cf", type=float, default=0.75, help="required colourfulness, share of the originals'")
@@ -51,7 +53,7 @@ def main(argv=None) -> int:
     model = build_model(ModelConfig(**ckpt["model_config"]))
     model.load_state_dict(ckpt["model"])
     tc = ckpt["train_config"]
-    paths = held_out_paths(tc, args.images)
+    paths = held_out_paths({**tc, "data": args.data} if args.data else tc, args.images)
     base_size = tc.get("resize") or round(tc["crop_size"] * 1.25)
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else [base_size]
     if model.cfg.head == "classification":

@@ -23,6 +23,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from dataset import (ColorDataset, DataError, ImageCache, center_crop, find_images, random_crop_flip,
+                     random_resized_crop_flip,
                      split_holdout)
 from model import ModelConfig, build_model
 from utils import (AB_GRID_N, CheckpointError, ab_grid_index, grid_centers, load_checkpoint, prior_from_counts,
@@ -44,6 +45,7 @@ class TrainConfig:
     batch_size: int = field(default=32, metadata={"help": "images per step (per process under torchrun)"})
     crop_size: int = field(default=128, metadata={"help": "side of the random training crop"})
     resize: int = field(default=0, metadata={"help": "short side images are resized to before cropping (0: 1.25 x crop)"})
+    scale_min: float = field(default=0.0, metadata={"help": "scale augmentation: crop a random window of side U(scale_min, 1) x --resize and resample it to --crop-size (0: plain crops of --crop-size; needs the cache)"})
     lr: float = field(default=2e-3, metadata={"help": "peak Adam learning rate (cosine decay after warm-up)"})
     warmup_steps: int = field(default=200, metadata={"help": "linear learning-rate warm-up"})
     weight_decay: float = field(default=0.0, metadata={"help": "Adam(W) weight decay"})
@@ -60,6 +62,7 @@ class TrainConfig:
     amp: bool = field(default=True, metadata={"help": "bf16 autocast on CUDA (ignored on the CPU)"})
     compile: bool = field(default=False, metadata={"help": "torch.compile the model"})
     seed: int = field(default=0, metadata={"help": "random seed (split, init, crops)"})
+    val_every: int = field(default=1, metadata={"help": "validate, plot, save samples and last.pt/best.pt every N epochs (and after the last)"})
     checkpoint_every: int = field(default=500, metadata={"help": "also write last.pt every N steps (0: only per epoch)"})
     sample_images: int = field(default=8, metadata={"help": "validation images in each sample grid"})
     threads: int = field(default=0, metadata={"help": "CPU threads for torch (0: torch's default)"})
@@ -80,7 +83,14 @@ def parse_args(argv=None) -> TrainConfig:
             typ = {"int": int, "float": float, "str": str}[f.type]
             p.add_argument(flag, type=typ, default=f.default, help=f.metadata["help"],
                            choices=f.metadata.get("choices"))
-    return TrainConfig(**vars(p.parse_args(argv)))
+    cfg = TrainConfig(**vars(p.parse_args(argv)))
+    if not 0 <= cfg.scale_min <= 1:
+        p.error("--scale-min must lie in [0, 1]")
+    if cfg.scale_min and not cfg.cache:
+        p.error("--scale-min needs the image cache (drop --no-cache)")
+    if cfg.val_every < 1:
+        p.error("--val-every must be at least 1")
+    return cfg
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -161,10 +171,12 @@ class Batches:
                                           progress=cfg.progress and d.main, what=what, report=d.main)
             if shared and d.main:
                 d.barrier()
-            # A reused cache is a read-only memory map: copy it into (writable) memory.
+            # A reused cache is a read-only memory map: copy it into (writable) memory. On a GPU the
+            # whole cache lives on the device (9,900 images at 144 px are 0.6 GB), so that a batch is
+            # one gather kernel with no host->device copy.
             self.images = torch.from_numpy(np.require(self.cache.images, np.uint8, ["C", "W"]))
             if d.device.type == "cuda":
-                self.images = self.images.pin_memory()
+                self.images = self.images.to(d.device)
             self.n = len(self.images)
         else:
             self.ds = ColorDataset(paths, cfg.crop_size, train, resize=self.resize, lab=False, what=what,
@@ -201,10 +213,13 @@ class Batches:
             return
         for s in range(skip, steps):
             idx = order[s * bs:(s + 1) * bs]
-            batch = self.images[idx].to(self.d.device, non_blocking=True)
+            batch = self.images[idx.to(self.images.device)]
             if self.train:
                 gen = torch.Generator().manual_seed(self.cfg.seed * 7_919 + epoch * 100_003 + s)
-                yield random_crop_flip(batch, self.cfg.crop_size, gen)
+                if self.cfg.scale_min:
+                    yield random_resized_crop_flip(batch, self.cfg.crop_size, self.cfg.scale_min, gen)
+                else:
+                    yield random_crop_flip(batch, self.cfg.crop_size, gen)
             else:
                 yield center_crop(batch, self.cfg.crop_size)
 
@@ -221,7 +236,7 @@ def estimate_prior(batches: Batches, cfg: TrainConfig) -> tuple[torch.Tensor, to
         else:
             rgb = torch.stack([batches.ds[i] for i in chunk.tolist()])
         _, ab_n = norm.split(rgb)
-        counts += torch.bincount(ab_grid_index(norm.ab_inv(ab_n)).flatten(), minlength=AB_GRID_N ** 2).double()
+        counts += torch.bincount(ab_grid_index(norm.ab_inv(ab_n)).flatten(), minlength=AB_GRID_N ** 2).double().cpu()
     keep, prior = prior_from_counts(counts.numpy())
     return grid_centers()[keep], torch.from_numpy(prior).float()
 
@@ -421,6 +436,7 @@ def train(cfg: TrainConfig) -> dict:
     cuda = d.device.type == "cuda"
     if cuda:
         model = model.to(memory_format=torch.channels_last)
+        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
     net = torch.compile(model) if cfg.compile else model
     if d.enabled:
         net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[d.device.index] if cuda else None)
@@ -471,10 +487,8 @@ def train(cfg: TrainConfig) -> dict:
 
     from tqdm import tqdm
     stopped = None
+    t0, seen, run_loss, n_loss = time.time(), 0, torch.zeros((), device=d.device), 0  # since last validation
     while epoch < cfg.epochs and step < total and stopped is None:
-        t0, seen = time.time(), 0
-        run_loss = torch.zeros((), device=d.device)
-        n_loss = 0
         s = skip - 1
         bar = tqdm(total=spe, initial=skip, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    disable=not (cfg.progress and d.main), dynamic_ncols=True)
@@ -500,13 +514,16 @@ def train(cfg: TrainConfig) -> dict:
         bar.close()
         if stopped:
             break
+        finished_epoch = s + 1 >= spe
+        if finished_epoch and (epoch + 1) % cfg.val_every and epoch + 1 < cfg.epochs and step < total:
+            epoch, skip = epoch + 1, 0  # no validation after this epoch (--val-every)
+            continue
         train_loss = mean_loss_if_finite(run_loss, n_loss, weights=True)
         if train_loss is None:
             stopped = f"non-finite loss or weights in epoch {epoch + 1}"
             break
         d.sync_buffers(model)
         v = validate(model, val_b, crit, d, norm)
-        finished_epoch = s + 1 >= spe
         m = {"epoch": epoch + 1 if finished_epoch else epoch + (s + 1) / spe, "step": step,
              "train_loss": train_loss, **v, "lr": lr_at(step - 1, horizon, cfg),
              "images_per_s": seen / (time.time() - t0), "time": time.time()}
@@ -524,6 +541,7 @@ def train(cfg: TrainConfig) -> dict:
             best = v["val_loss"]
             checkpoint(epoch, skip, "best.pt")
         checkpoint(epoch, skip)
+        t0, seen, run_loss, n_loss = time.time(), 0, torch.zeros((), device=d.device), 0
 
     skipped = train_b.skipped() + val_b.skipped()
     if skipped and d.main:

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from dataset import (ColorDataset, DataError, ImageCache, center_crop, find_images, load_rgb, random_crop_flip,
-                     resize_short_side)
+                     random_resized_crop_flip, resize_short_side)
 from utils import LabNorm
 
 CROP, RESIZE = 32, 40
@@ -211,3 +211,27 @@ def test_random_crop_flip_gives_real_windows_and_depends_only_on_the_generator()
     c = center_crop(batch, CROP)
     o = (RESIZE - CROP) // 2
     assert torch.equal(c, batch[:, o:o + CROP, o:o + CROP].permute(0, 3, 1, 2))
+
+
+def test_random_resized_crop_at_full_scale_is_the_image_or_its_mirror():
+    # scale_min = 1 and crop = S: every window is the whole image, sampled at its own pixel centres.
+    batch = torch.randint(0, 256, (8, RESIZE, RESIZE, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    out = random_resized_crop_flip(batch, RESIZE, 1.0, torch.Generator().manual_seed(3))
+    assert out.shape == (8, 3, RESIZE, RESIZE) and out.dtype == torch.uint8
+    chw = batch.permute(0, 3, 1, 2)
+    mirrored = [torch.equal(out[i], chw[i].flip(-1)) for i in range(8)]
+    assert all(torch.equal(out[i], chw[i]) or mirrored[i] for i in range(8))
+    assert any(mirrored) and not all(mirrored)
+
+
+def test_random_resized_crop_magnifies_a_window_and_depends_only_on_the_generator():
+    # A horizontal ramp: a window of side w resampled to CROP px has a slope of w / CROP per pixel.
+    ramp = torch.arange(RESIZE, dtype=torch.float32).mul(255 / (RESIZE - 1)).round().to(torch.uint8)
+    batch = ramp[None, None, :, None].expand(16, RESIZE, RESIZE, 3).contiguous()
+    out = random_resized_crop_flip(batch, CROP, 0.5, torch.Generator().manual_seed(1))
+    assert torch.equal(out, random_resized_crop_flip(batch, CROP, 0.5, torch.Generator().manual_seed(1)))
+    row = out[:, 0, CROP // 2].float()
+    slope = (row[:, -4] - row[:, 3]).abs() / (CROP - 7) / (255 / (RESIZE - 1))  # window side / CROP, in px
+    side = slope * CROP
+    assert (side >= 0.5 * RESIZE - 2).all() and (side <= RESIZE + 2).all()
+    assert side.max() - side.min() > 0.15 * RESIZE  # the scale really varies

@@ -144,3 +144,19 @@ def test_each_loss_trains_and_its_checkpoint_colorizes(loss, photo_dir, tmp_path
         torch.testing.assert_close(ckpt["ab_prior"]["bins"], ckpt["model"]["bins"])
     grey = Image.new("L", (37, 53), 128)
     assert Colorizer.from_checkpoint(str(out / "last.pt")).colorize(grey).size == (37, 53)
+
+
+def test_val_every_validates_on_its_epochs_and_after_the_last(photo_dir, tmp_path):
+    out = tmp_path / "run"
+    r = run_in_process(["--data", str(photo_dir), "--out", str(out), "--epochs", "5", "--val-every", "2",
+                        "--batch-size", "8", "--crop-size", "32", "--width", "8", "--depth", "2",
+                        "--cache-dir", "", "--workers", "0", "--no-progress", "--scale-min", "0.6"])
+    assert r["stopped"] is None and [m["epoch"] for m in r["metrics"]] == [2, 4, 5]
+    assert load_checkpoint(str(out / "last.pt"))["epoch"] == 5
+    assert len(list((out / "samples").glob("*.png"))) == 3
+
+
+@pytest.mark.parametrize("bad", [["--scale-min", "1.5"], ["--scale-min", "0.5", "--no-cache"], ["--val-every", "0"]])
+def test_bad_augmentation_and_validation_options_are_refused(bad):
+    with pytest.raises(SystemExit):
+        train.parse_args(bad)
