@@ -107,6 +107,8 @@ class Dist:
         if device_arg == "cuda" and self.enabled:
             device_arg = f"cuda:{local}"
         self.device = torch.device(device_arg)
+        if self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", torch.cuda.current_device())  # set_device needs an index
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
         if self.enabled:

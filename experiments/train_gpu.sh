@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 DATA=${DATA:-/tmp/gpudata/train}
-BUDGET=${BUDGET:-400}            # seconds of training steps
+BUDGET=${BUDGET:-400}            # seconds of training steps (sets the epochs unless EPOCHS is given)
 RESULTS=${RESULTS:-runs/gpu_results}
 RUN=${RUN:-/tmp/gpu_run}
 # EXTRA: more train.py options, appended (a later option wins), e.g. a tiny model for a dry run on a CPU.
@@ -18,6 +18,7 @@ if [ ! -d "$DATA" ]; then mkdir -p "$(dirname "$DATA")"; tar -xzf .gpudata/train
 nvidia-smi -L || true
 # The model's training settings; bench.py measures exactly this configuration.
 ARGS=(--crop-size 128 --batch-size 128 --width 48 --depth 4 --loss classification)
+if [ -z "${EPOCHS:-}" ]; then
 # Issue 4's figure at bench.py's CPU settings, then the throughput of this run's own settings.
 $PY bench.py --data "$DATA" --device cuda --crop-size 128 --batch-size 32 --width 32 --loss mse \
     --seconds 1 --repeats 3 --out "$RESULTS/bench-cuda.json" --note "bench.py defaults on the GPU" || true
@@ -33,6 +34,7 @@ except (OSError, KeyError, ValueError):
 print(max(1, int(float(sys.argv[2]) * ips / (0.97 * int(sys.argv[3])))))
 PYEOF
 )
+fi  # EPOCHS given: no benchmark, no sizing
 VAL_EVERY=$(( EPOCHS / 25 > 1 ? EPOCHS / 25 : 1 ))
 echo "training $EPOCHS epochs (validation every $VAL_EVERY) in a budget of $BUDGET s"
 set +e
@@ -42,10 +44,10 @@ PYTHONUNBUFFERED=1 timeout $(( BUDGET + 120 )) $PY train.py --data "$DATA" --val
     --no-progress ${EXTRA:-} 2>&1 | tee "$RESULTS/train.log"
 echo "train.py exit status ${PIPESTATUS[0]}"
 set -e
-$PY - "$RUN" "$RESULTS" <<'PYEOF'
+$PY - "$RUN" "$RESULTS" ${KEEP:-best.pt} <<'PYEOF'
 import os, shutil, sys, torch
-run, res = sys.argv[1:]
-for name in ("best.pt",):
+run, res, *keep = sys.argv[1:]
+for name in keep:
     ck = torch.load(os.path.join(run, name), map_location="cpu", weights_only=True)
     ck.pop("optimizer", None)
     ck["model"] = {k: (v.half() if v.is_floating_point() else v) for k, v in ck["model"].items()}
