@@ -42,6 +42,8 @@ def main(argv=None) -> int:
                    "with the same file stems, experiments/pack_data.py, holds out the same images)")
     p.add_argument("--out", default="checkpoints/colorizer.pt")
     p.add_argument("--images", type=int, default=150, help="held-out images used to choose the settings")
+    p.add_argument("--select", default="", help="choose on this folder of colour photos instead of the run's "
+                   "held-out images (e.g. the general photos of a landscape-heavy training set)")
     p.add_argument("--min-cf", type=float, default=0.75, help="required colourfulness, share of the originals'")
     p.add_argument("--temperatures", default="0.3,0.38,0.45,0.55,0.7,1.0")
     p.add_argument("--corrections", default="0,0.25,0.5,0.75,1.0")
@@ -53,7 +55,10 @@ def main(argv=None) -> int:
     model = build_model(ModelConfig(**ckpt["model_config"]))
     model.load_state_dict(ckpt["model"])
     tc = ckpt["train_config"]
-    paths = held_out_paths({**tc, "data": args.data} if args.data else tc, args.images)
+    if args.select:
+        paths = find_images(args.select)[:args.images or None]
+    else:
+        paths = held_out_paths({**tc, "data": args.data} if args.data else tc, args.images)
     base_size = tc.get("resize") or round(tc["crop_size"] * 1.25)
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else [base_size]
     if model.cfg.head == "classification":
@@ -84,7 +89,8 @@ def main(argv=None) -> int:
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     save_checkpoint(shipped, args.out)
     with open(os.path.splitext(args.out)[0] + "_selection.json", "w") as f:
-        json.dump({"held_out_images": len(paths), "min_cf": args.min_cf, "chosen": pick,
+        json.dump({"selection_images": len(paths), "selection_set": args.select or "held-out training images",
+                   "min_cf": args.min_cf, "chosen": pick,
                    "grid": results}, f, indent=2)
     print(f"wrote {args.out} ({os.path.getsize(args.out) / 1e6:.1f} MB)")
     return 0

@@ -1,0 +1,60 @@
+"""export_model.py: decode settings chosen by the documented rule, on the run's held-out images (also when
+the run's training folder has moved) or on a separate selection folder; a float16 checkpoint."""
+import json
+import shutil
+
+import pytest
+import torch
+
+import export_model
+import train
+from utils import load_checkpoint
+
+
+@pytest.fixture(scope="module")
+def cls_run(tmp_path_factory, photo_dir):
+    """A tiny classification run whose training folder is a copy that the tests may move."""
+    root = tmp_path_factory.mktemp("export")
+    data = root / "photos"
+    shutil.copytree(photo_dir, data)
+    out = root / "run"
+    r = train.train(train.parse_args([
+        "--data", str(data), "--out", str(out), "--loss", "classification", "--val-fraction", "0.25",
+        "--max-steps", "6", "--batch-size", "4", "--crop-size", "32", "--width", "8", "--depth", "2",
+        "--cache-dir", "", "--workers", "0", "--no-progress"]))
+    assert r["stopped"] is None
+    return out, data
+
+
+def export(run, tmp_path, *extra):
+    out = tmp_path / "model.pt"
+    assert export_model.main(["--run", str(run), "--out", str(out), "--temperatures", "0.38,1",
+                              "--corrections", "0,1", "--sizes", "32", *map(str, extra)]) == 0
+    return load_checkpoint(str(out)), json.loads((tmp_path / "model_selection.json").read_text())
+
+
+def test_the_rule_picks_the_most_accurate_colourful_enough_setting(cls_run, tmp_path):
+    ckpt, sel = export(cls_run[0], tmp_path, "--min-cf", "0.2")
+    assert len(sel["grid"]) == 4 and sel["selection_images"] == 6  # 25% of 24 held out
+    ok = [r for r in sel["grid"] if r["cf_ratio"] >= 0.2]
+    want = max(ok, key=lambda r: r["psnr_gain"]) if ok else max(sel["grid"], key=lambda r: r["cf_ratio"])
+    assert sel["chosen"] == want
+    assert ckpt["inference"] == {k: want[k] for k in ("size", "temperature", "prior_correction")}
+    assert all(v.dtype == torch.float16 for v in ckpt["model"].values() if v.is_floating_point())
+    assert "ab_prior" in ckpt
+
+
+def test_a_moved_training_folder_holds_out_the_same_images(cls_run, tmp_path):
+    run, data = cls_run
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(data, moved)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    _, here = export(run, tmp_path / "a")
+    _, there = export(run, tmp_path / "b", "--data", moved)
+    assert here["grid"] == there["grid"]
+
+
+def test_a_selection_folder_replaces_the_held_out_images(cls_run, photo_dir, tmp_path):
+    _, sel = export(cls_run[0], tmp_path, "--select", photo_dir, "--images", "3")
+    assert sel["selection_images"] == 3 and sel["selection_set"] == str(photo_dir)
