@@ -23,9 +23,8 @@ from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 from torchvision import transforms
 
-from utils import LabNorm, write_atomic
+from utils import IMAGE_EXTENSIONS, LabNorm, write_atomic
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 class DataError(Exception):

@@ -25,11 +25,11 @@ import torch.nn.functional as F
 from PIL import ExifTags, Image
 
 from model import ModelConfig, build_model
-from utils import CheckpointError, grey_to_l, lab_to_rgb, load_checkpoint, write_atomic
+from utils import IMAGE_EXTENSIONS, CheckpointError, grey_to_l, lab_to_rgb, load_checkpoint, write_atomic
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_MODEL = os.path.join(HERE, "checkpoints", "colorizer.pt")
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+INPUT_EXTENSIONS = IMAGE_EXTENSIONS + (".gif",)  # a GIF is read as its first frame
 STRIP_PIXELS = 2 ** 19  # pixels merged at a time: bounds the float32 working set (~100 bytes a pixel)
 # Our own limit on image size, checked from the header before anything is decoded. PIL's default
 # (a warning above 89 Mpx, an error above 179 Mpx) would stop a 12000x9000 (108 Mpx) photo; the CLI
@@ -440,7 +440,7 @@ def find_inputs(items: list[str]) -> list[tuple[str, str]]:
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             rel = os.path.relpath(dirpath, item)
             found += [(os.path.join(dirpath, f), "" if rel == "." else rel) for f in sorted(files)
-                      if f.lower().endswith(IMAGE_EXTENSIONS)
+                      if f.lower().endswith(INPUT_EXTENSIONS)
                       and not f.startswith(("Coloured_", "Histo_Coloured_", "."))]
         out += found if found else [(item, "")]  # an empty folder is reported as an error
     return out

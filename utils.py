@@ -17,6 +17,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+# Photo file types read by training (dataset.find_images) and by the CLI, which also takes GIFs.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
 # sRGB (linear) -> XYZ, the matrix scikit-image uses, and the D65 white point (2 degree observer).
 _RGB_TO_XYZ = torch.tensor([[0.412453, 0.357580, 0.180423],
                             [0.212671, 0.715160, 0.072169],
