@@ -21,7 +21,7 @@ $PY train.py --data "$TRAIN" --val-fraction 0.03 --seed 0 --out runs/gpu80 --los
 # best.pt (lowest validation loss: epoch 45 in the shipped run), decode settings chosen on the 200 BSDS
 # training photos, the only general photos among the training images (see the README).
 $PY export_model.py --run runs/gpu80 --checkpoint best.pt --select "$DATA/train/bsds" --images 0 \
-    --out checkpoints/colorizer.pt --temperatures 0.38,0.5 --corrections 0.6,0.7,0.8 --sizes 176,208 --min-cf 0.7
+    --out checkpoints/colorizer.pt --temperatures 0.38,0.5 --corrections 0.6,0.7,0.8 --sizes 112,128,144,176 --min-cf 0.7
 for set in val/bsds bench/kodak; do
   $PY evaluate.py --data "$DATA/$set" --out "runs/eval/$(basename "$set")"
 done
