@@ -2,8 +2,9 @@
 
 Images per second of
   (a) data:     the training data path alone, exactly as train.py runs it: train.Batches over the in-memory
-                cache (batch gather, random crop + flip, host->device copy), then the batched Lab conversion
-                and normalisation (LabNorm.split), up to the model's input and target tensors;
+                cache (batch gather, random crop + flip; on a GPU the cache is in GPU memory), then the
+                batched Lab conversion and normalisation (LabNorm.split), up to the model's input and
+                target tensors;
   (b) step:     the model's forward + backward + AdamW step alone, on one fixed batch made once by (a);
   (c) train:    end-to-end training steps, (a) feeding (b), as train.py's loop does them;
   (d) original: for reference, the original project's data path: a Dataset that reads each file with

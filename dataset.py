@@ -152,7 +152,7 @@ class ColorDataset(Dataset):
 
 
 # ---------------------------------------------------------------------------------------------------
-def _decode_square(args: tuple[str, int]) -> np.ndarray | str:
+def decode_square(args: tuple[str, int]) -> np.ndarray | str:
     """Worker: path -> (size, size, 3) uint8, resized (short side) and centre-cropped; or an error."""
     path, size = args
     try:
@@ -200,10 +200,10 @@ class ImageCache:
         jobs = [(p, size) for p in paths]
         if workers > 0:
             with ProcessPoolExecutor(workers) as pool:
-                results = list(tqdm(pool.map(_decode_square, jobs, chunksize=32), total=len(jobs),
+                results = list(tqdm(pool.map(decode_square, jobs, chunksize=32), total=len(jobs),
                                     desc=f"caching {what} images", disable=not progress, leave=False))
         else:
-            results = [_decode_square(j) for j in tqdm(jobs, desc=f"caching {what} images",
+            results = [decode_square(j) for j in tqdm(jobs, desc=f"caching {what} images",
                                                         disable=not progress, leave=False)]
         bad = [(p, r) for p, r in zip(paths, results) if isinstance(r, str)]
         if report:

@@ -3,8 +3,8 @@
 python export_model.py --run runs/shipped --out checkpoints/colorizer.pt
 
 The decode settings of a classification model (annealed-mean temperature T and prior correction c) trade
-vividness for accuracy. They are chosen on the run's own held-out training images (never on val/ or
-bench/): the most accurate setting (PSNR) among those whose colourfulness reaches --min-cf of the
+vividness for accuracy. They are chosen on the run's own held-out training images, or on the photos of
+--select (never on val/ or bench/): the most accurate setting (PSNR) among those whose colourfulness reaches --min-cf of the
 originals'. The grid and its scores are written beside the checkpoint as JSON.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from evaluate import evaluate
 from model import ModelConfig, build_model
 from predict_color import Colorizer
 from train import ab_prior_entry
-from utils import load_checkpoint, save_checkpoint
+from utils import half_precision, load_checkpoint, save_checkpoint
 
 
 def held_out_paths(train_config: dict, limit: int) -> list[str]:
@@ -41,7 +41,7 @@ def main(argv=None) -> int:
     p.add_argument("--data", default="", help="the run's training folder, if it is elsewhere now (a packed copy "
                    "with the same file stems, experiments/pack_data.py, holds out the same images)")
     p.add_argument("--out", default="checkpoints/colorizer.pt")
-    p.add_argument("--images", type=int, default=150, help="held-out images used to choose the settings")
+    p.add_argument("--images", type=int, default=150, help="photos used to choose the settings (0: all)")
     p.add_argument("--select", default="", help="choose on this folder of colour photos instead of the run's "
                    "held-out images (e.g. the general photos of a landscape-heavy training set)")
     p.add_argument("--min-cf", type=float, default=0.75, help="required colourfulness, share of the originals'")
@@ -80,7 +80,7 @@ def main(argv=None) -> int:
     print(f"chosen: size {pick['size']}, T {pick['temperature']}, c {pick['prior_correction']}"
           + ("" if ok else f" (no setting reached {args.min_cf:.0%} colourfulness; took the most colourful)"))
 
-    shipped = {"model": {k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()},
+    shipped = {"model": half_precision(model.state_dict()),
                "model_config": ckpt["model_config"], "train_config": tc,
                "inference": {"size": pick["size"], "temperature": pick["temperature"],
                              "prior_correction": pick["prior_correction"]},

@@ -489,7 +489,11 @@ def train(cfg: TrainConfig) -> dict:
 
     from tqdm import tqdm
     stopped = None
-    t0, seen, run_loss, n_loss = time.time(), 0, torch.zeros((), device=d.device), 0  # since last validation
+    def new_window():
+        """Start time, images, loss sum and steps since the last validation."""
+        return time.time(), 0, torch.zeros((), device=d.device), 0
+
+    t0, seen, run_loss, n_loss = new_window()
     while epoch < cfg.epochs and step < total and stopped is None:
         s = skip - 1
         bar = tqdm(total=spe, initial=skip, desc=f"epoch {epoch + 1}/{cfg.epochs}",
@@ -543,7 +547,7 @@ def train(cfg: TrainConfig) -> dict:
             best = v["val_loss"]
             checkpoint(epoch, skip, "best.pt")
         checkpoint(epoch, skip)
-        t0, seen, run_loss, n_loss = time.time(), 0, torch.zeros((), device=d.device), 0
+        t0, seen, run_loss, n_loss = new_window()
 
     skipped = train_b.skipped() + val_b.skipped()
     if skipped and d.main:

@@ -246,6 +246,11 @@ def _new_file_mode() -> int:
     return 0o666 & ~umask
 
 
+def half_precision(state_dict: dict) -> dict:
+    """A state dict with its floating-point tensors in float16 (for shipping; loading casts them back)."""
+    return {k: (v.half() if v.is_floating_point() else v) for k, v in state_dict.items()}
+
+
 def write_atomic(path: str, write: Callable[[BinaryIO], None], fsync: bool = False) -> None:
     """write(file) into a uniquely named temporary file beside path, then rename it over path.
 

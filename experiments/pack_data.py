@@ -17,12 +17,12 @@ from concurrent.futures import ProcessPoolExecutor
 from PIL import Image
 from tqdm import tqdm
 
-from dataset import _decode_square, find_images
+from dataset import decode_square, find_images
 
 
 def _pack(job: tuple[str, str, int, int]) -> str | None:
     src, dst, size, quality = job
-    arr = _decode_square((src, size))
+    arr = decode_square((src, size))
     if isinstance(arr, str):
         return f"{src}: {arr}"
     os.makedirs(os.path.dirname(dst), exist_ok=True)

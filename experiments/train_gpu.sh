@@ -3,8 +3,8 @@
 # train, and leave a slim (float16, no optimizer) copy of best.pt with the run's logs in $RESULTS.
 #   DATA=.gpudata/train BUDGET=400 RESULTS=out bash experiments/train_gpu.sh
 # DATA is any folder of colour photos; experiments/pack_data.py makes the small copy that was carried to
-# the GPU (.gpudata/train.tgz is unpacked when DATA is absent). Then, on any machine:
-#   python export_model.py --run runs/gpu --data ../shared/data/train ...   (see README)
+# the GPU (.gpudata/train.tgz is unpacked when DATA is absent). Then, on any machine, export_model.py
+# chooses the decode settings of $RESULTS/best_fp16.pt, as in experiments/reproduce_shipped.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -45,13 +45,14 @@ PYTHONUNBUFFERED=1 timeout $(( BUDGET + 120 )) $PY train.py --data "$DATA" --val
 echo "train.py exit status ${PIPESTATUS[0]}"
 set -e
 $PY - "$RUN" "$RESULTS" ${KEEP:-best.pt} <<'PYEOF'
-import os, shutil, sys, torch
+import os, shutil, sys
+from utils import half_precision, load_checkpoint, save_checkpoint
 run, res, *keep = sys.argv[1:]
 for name in keep:
-    ck = torch.load(os.path.join(run, name), map_location="cpu", weights_only=True)
+    ck = load_checkpoint(os.path.join(run, name))
     ck.pop("optimizer", None)
-    ck["model"] = {k: (v.half() if v.is_floating_point() else v) for k, v in ck["model"].items()}
-    torch.save(ck, os.path.join(res, name.replace(".pt", "_fp16.pt")))
+    ck["model"] = half_precision(ck["model"])
+    save_checkpoint(ck, os.path.join(res, name.replace(".pt", "_fp16.pt")))
 for name in ("metrics.jsonl", "config.json", "loss_curve.png"):
     shutil.copy(os.path.join(run, name), res)
 samples = sorted(os.listdir(os.path.join(run, "samples")))

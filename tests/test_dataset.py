@@ -173,7 +173,7 @@ def test_image_cache_skips_bad_files_and_reuses_the_npy(tmp_path, make_photo_fol
 
     def no_decoding(args):
         raise AssertionError("the cache was rebuilt instead of reused")
-    monkeypatch.setattr("dataset._decode_square", no_decoding)
+    monkeypatch.setattr("dataset.decode_square", no_decoding)
     again = ImageCache.build(paths, RESIZE, cache_dir=str(cache_dir), progress=False)
     assert np.array_equal(np.asarray(again.images), cache.images)
     assert again.paths == cache.paths and again.skipped == cache.skipped
