@@ -1,11 +1,15 @@
-"""Turn a training run into a shipped model: pick decode settings on held-out images, store half precision.
+"""Turn a training run into a shipped model: pick decode settings on held-out images, store it compactly.
 
-python export_model.py --run runs/shipped --out checkpoints/colorizer.pt
+python export_model.py --run runs/shipped --out checkpoints/colorizer.pt [--members runs/shipped/last.pt --int8]
 
 The decode settings of a classification model (annealed-mean temperature T and prior correction c) trade
 vividness for accuracy. They are chosen on the run's own held-out training images, or on the photos of
 --select (never on val/ or bench/): the most accurate setting (PSNR) among those whose colourfulness reaches --min-cf of the
 originals'. The grid and its scores are written beside the checkpoint as JSON.
+
+--members adds more checkpoints of the same network (a snapshot ensemble: the shipped model averages their
+colours). Weights are stored in float16, or with --int8 as int8 with per-channel scales, and the settings are
+chosen with the weights exactly as stored.
 """
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ from evaluate import evaluate
 from model import ModelConfig, build_model
 from predict_color import Colorizer
 from train import ab_prior_entry
-from utils import half_precision, load_checkpoint, save_checkpoint
+from utils import float_weights, half_precision, int8_weights, load_checkpoint, save_checkpoint
 
 
 def held_out_paths(train_config: dict, limit: int) -> list[str]:
@@ -48,12 +52,26 @@ def main(argv=None) -> int:
     p.add_argument("--temperatures", default="0.3,0.38,0.45,0.55,0.7,1.0")
     p.add_argument("--corrections", default="0,0.25,0.5,0.75,1.0")
     p.add_argument("--sizes", default="", help="network input sizes to try (default: the training resize)")
+    p.add_argument("--members", nargs="+", default=[], metavar="CKPT",
+                   help="more checkpoints of the same model config (e.g. the run's last.pt): the shipped model "
+                   "averages the colours of all of them (a snapshot ensemble)")
+    p.add_argument("--int8", action="store_true", help="store conv weights as int8 with per-channel scales "
+                   "(a quarter of float32; default: float16, half)")
     args = p.parse_args(argv)
 
     src = os.path.join(args.run, args.checkpoint)
     ckpt = load_checkpoint(src)
-    model = build_model(ModelConfig(**ckpt["model_config"]))
-    model.load_state_dict(ckpt["model"])
+    members = [ckpt] + [load_checkpoint(m) for m in args.members]
+    for path, m in zip(args.members, members[1:]):
+        if m["model_config"] != ckpt["model_config"]:
+            p.error(f"{path}: its model_config differs from {src}'s; ensemble members must share one")
+    model = build_model(ModelConfig(**ckpt["model_config"]), len(members))
+    nets = model.members if len(members) > 1 else [model]
+    for net, m in zip(nets, members):
+        net.load_state_dict(float_weights(m["model"]))
+    # Choose the settings with the weights exactly as they will be stored.
+    stored = (int8_weights if args.int8 else half_precision)(model.state_dict())
+    model.load_state_dict(float_weights(stored))
     tc = ckpt["train_config"]
     if args.select:
         paths = find_images(args.select)[:args.images or None]
@@ -80,12 +98,14 @@ def main(argv=None) -> int:
     print(f"chosen: size {pick['size']}, T {pick['temperature']}, c {pick['prior_correction']}"
           + ("" if ok else f" (no setting reached {args.min_cf:.0%} colourfulness; took the most colourful)"))
 
-    shipped = {"model": half_precision(model.state_dict()),
+    shipped = {"model": stored, "members": len(members),
                "model_config": ckpt["model_config"], "train_config": tc,
                "inference": {"size": pick["size"], "temperature": pick["temperature"],
                              "prior_correction": pick["prior_correction"]},
                "step": ckpt["step"], "epoch": ckpt["epoch"], "source": os.path.normpath(src),
-               **ab_prior_entry(model, tc["rebalance_lambda"])}
+               "member_sources": [os.path.normpath(src)] + [os.path.normpath(m) for m in args.members],
+               "member_epochs": [m["epoch"] for m in members],
+               **ab_prior_entry(nets[0], tc["rebalance_lambda"])}
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     save_checkpoint(shipped, args.out)
     with open(os.path.splitext(args.out)[0] + "_selection.json", "w") as f:

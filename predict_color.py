@@ -2,6 +2,8 @@
 
 The network runs on a resized copy of the image (short side --size); its ab prediction is upsampled
 bilinearly and merged, in strips, with the L of the original, so the result has the input's resolution.
+Each colour is then moved to the nearest one whose 601 luma is the input's grey (utils.match_luma): the
+result converted back to grey is the input.
 Only torch, numpy and PIL are imported on the way (matplotlib for -histo, tqdm for several images).
 
 Memory: a 12000x9000 photo peaks at about 1.3 GB, half of it torch itself. The grey levels stay 8 or 16 bit until a strip of rows is
@@ -25,7 +27,8 @@ import torch.nn.functional as F
 from PIL import ExifTags, Image
 
 from model import ModelConfig, build_model
-from utils import IMAGE_EXTENSIONS, CheckpointError, grey_to_l, lab_to_rgb, load_checkpoint, write_atomic
+from utils import (IMAGE_EXTENSIONS, CheckpointError, float_weights, grey_to_l, lab_to_rgb, load_checkpoint,
+                   match_luma, write_atomic)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_MODEL = os.path.join(HERE, "checkpoints", "colorizer.pt")
@@ -112,6 +115,15 @@ def _grey_to_l(grey: np.ndarray) -> torch.Tensor:
     return grey_to_l(torch.from_numpy(np.ascontiguousarray(grey, dtype=np.float32)).clamp(0, 1))
 
 
+def _levels(grey: np.ndarray) -> tuple[torch.Tensor, float]:
+    """Grey (h, W) -> (its values in [0, 1] as a float32 tensor, half a quantisation step: the tolerance
+    of a grey made by rounding a luma to these levels)."""
+    peak = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(grey.dtype)
+    if peak is None:
+        return torch.from_numpy(np.ascontiguousarray(grey, dtype=np.float32)).clamp(0, 1), 0.0
+    return torch.from_numpy(grey.astype(np.float32)).div_(peak), 0.5 / peak
+
+
 def _downscale(grey: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Grey (H, W) of any supported dtype -> (h, w) float32 in [0, 1], antialiased bilinear resize."""
     if grey.dtype == np.uint8:
@@ -172,20 +184,23 @@ def _state_dict_mismatch(expected: dict, got: dict) -> str | None:
 def _model_from_checkpoint(ckpt: dict, path: str) -> torch.nn.Module:
     """Build the checkpoint's model (no random init: built on the meta device) and load it strictly."""
     sd = ckpt["model"]
+    members = ckpt.get("members", 1)
     try:
+        if not isinstance(members, int) or members < 1:
+            raise ValueError(f"members must be a positive integer, not {members!r}")
         cfg = ModelConfig(**ckpt["model_config"])
         with torch.device("meta"):
-            model = build_model(cfg)
+            model = build_model(cfg, members)
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: bad model_config ({str(e).strip()[:160]})") from None
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise CheckpointError(f"{path}: its 'model' entry is not a state dict of tensors")
+    # Shipped checkpoints may be half precision or int8 (utils.int8_weights); inference runs in float32.
+    sd = float_weights(sd)
     problem = _state_dict_mismatch(model.state_dict(), sd)
     if problem:
         raise CheckpointError(f"{path}: weights do not fit the model its model_config describes ({problem})")
-    # Shipped checkpoints may be half precision; inference runs in float32.
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()},
-                          strict=True, assign=True)
+    model.load_state_dict(sd, strict=True, assign=True)
     return model
 
 
@@ -240,8 +255,9 @@ class Colorizer:
         h, w = grey.shape
         L = _grey_to_l(grey[y0:y1]).to(self.device)[None, None]
         lab = torch.cat([L, _sample_rows(ab, y0, y1, h, w)], dim=1)
-        rgb = lab_to_rgb(lab)[0].mul_(255).round_().to(torch.uint8)
-        return rgb.permute(1, 2, 0).contiguous().cpu().numpy()
+        luma, tol = _levels(grey[y0:y1])
+        rgb = match_luma(lab_to_rgb(lab)[0], luma.to(self.device), tol)
+        return rgb.mul_(255).round_().to(torch.uint8).permute(1, 2, 0).contiguous().cpu().numpy()
 
     def _strips(self, grey: np.ndarray, workers: int) -> Iterator[tuple[int, np.ndarray]]:
         """(y0, RGB rows from y0) covering the image, merged on `workers` threads."""

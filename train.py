@@ -26,8 +26,9 @@ from dataset import (ColorDataset, DataError, ImageCache, center_crop, find_imag
                      random_resized_crop_flip,
                      split_holdout)
 from model import ModelConfig, build_model
-from utils import (AB_GRID_N, CheckpointError, ab_grid_index, grid_centers, load_checkpoint, prior_from_counts,
-                   prior_from_weights, rebalance_weights, save_checkpoint, seed_everything, soft_encode)
+from utils import (AB_GRID_N, CheckpointError, ab_grid_index, float_weights, grid_centers, load_checkpoint,
+                   prior_from_counts, prior_from_weights, rebalance_weights, save_checkpoint, seed_everything,
+                   soft_encode)
 
 LOSSES = ("mse", "l1", "huber", "classification")
 
@@ -386,6 +387,15 @@ def make_checkpoint(model, opt, cfg: TrainConfig, epoch: int, step_in_epoch: int
             **ab_prior_entry(model, cfg.rebalance_lambda)}
 
 
+def init_weights(ckpt: dict) -> dict:
+    """The float32 weights of one network from any checkpoint: a training one, or a shipped one (float16 or
+    int8, or an ensemble, whose first member, the run's best checkpoint, is the one taken)."""
+    sd = float_weights(ckpt["model"])
+    if ckpt.get("members", 1) > 1:
+        sd = {k[len("members.0."):]: v for k, v in sd.items() if k.startswith("members.0.")}
+    return sd
+
+
 def ab_prior_entry(model, lam: float) -> dict:
     """Classification checkpoints also carry the empirical ab prior (over model.bins) and its lambda."""
     if model.cfg.head != "classification":
@@ -425,7 +435,7 @@ def train(cfg: TrainConfig) -> dict:
             log(d, f"classification over {model.cfg.num_bins} ab bins, rebalancing lambda {cfg.rebalance_lambda}")
     mcfg, norm = model.cfg, model.cfg.norm
     if cfg.init and resume is None:
-        model.load_state_dict(load_checkpoint(cfg.init)["model"])
+        model.load_state_dict(init_weights(load_checkpoint(cfg.init)))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     epoch, skip, step, best = 0, 0, 0, float("inf")
     if resume is not None:

@@ -114,6 +114,33 @@ def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
     return _linear_to_srgb(_mix(xyz, _XYZN_TO_RGB)).clamp_(0, 1)
 
 
+_LUMA = torch.tensor([0.299, 0.587, 0.114])  # ITU-R 601-2 luma: PIL's convert("L") and most grey conversions
+
+
+def match_luma(rgb: torch.Tensor, luma: torch.Tensor, tol: float = 0.0) -> torch.Tensor:
+    """Make a colorized result convert back to its grey input: the nearest colour (Euclidean in sRGB) to each
+    pixel of rgb (3, H, W) in [0, 1] whose 601 luma is within tol of luma (H, W), inside [0, 1]^3. In place.
+
+    Lab L = the input's L is not enough: Lab's lightness follows linear luminance (other weights, before
+    the gamma), so a saturated colour added at the grey's L comes back from convert("L") a few levels
+    darker or lighter. The nearest point of a convex set (here the slab |luma(x) - y| <= tol inside the
+    RGB cube) is never farther than before from any point of that set, so when the grey was made from
+    a colour original by 601 luma, as PIL does, no pixel moves away from the original.
+
+    The nearest point is clip(rgb - s * w) for the one s that meets the slab (w the luma weights, all
+    positive, so every channel moves the same way): each pass below solves for s over the channels not
+    yet at a bound, and a channel that hits one stays there, so three passes are exact.
+    """
+    w = _on(_LUMA, rgb.device)[:, None, None]
+    for _ in range(3):
+        y = (rgb * w).sum(0)
+        excess = y - y.clamp(luma - tol, luma + tol)
+        free = torch.where(excess > 0, rgb > 0, rgb < 1)  # channels that can still move the needed way
+        step = excess / (w.square() * free).sum(0).clamp_min(1e-12)
+        rgb.sub_(step * w * free).clamp_(0, 1)
+    return rgb
+
+
 def grey_to_l(grey: torch.Tensor) -> torch.Tensor:
     """Grey levels (..., H, W) in [0, 1] (R = G = B) -> Lab L in [0, 100] (a = b = 0 exactly)."""
     y = _srgb_to_linear(grey.float())
@@ -249,6 +276,40 @@ def _new_file_mode() -> int:
 def half_precision(state_dict: dict) -> dict:
     """A state dict with its floating-point tensors in float16 (for shipping; loading casts them back)."""
     return {k: (v.half() if v.is_floating_point() else v) for k, v in state_dict.items()}
+
+
+INT8_SCALE = ".int8_scale"  # key suffix of the per-channel scales of an int8-stored weight
+
+
+def int8_weights(state_dict: dict) -> dict:
+    """A state dict for shipping at a quarter of float32's size: every conv / linear weight (ndim >= 2) as
+    int8 with one float32 scale per output channel (symmetric, absmax / 127: an error of at most half a
+    step, 0.4% of the channel's largest weight), the other floating-point tensors (biases, batch-norm
+    statistics, the colour bins) as float16. float_weights() undoes it."""
+    out = {}
+    for k, v in state_dict.items():
+        if v.is_floating_point() and v.ndim >= 2:
+            v = v.float()
+            scale = v.abs().amax(dim=tuple(range(1, v.ndim))).clamp_min(1e-30) / 127
+            out[k] = (v / scale.view(-1, *[1] * (v.ndim - 1))).round_().to(torch.int8)
+            out[k + INT8_SCALE] = scale
+        else:
+            out[k] = v.half() if v.is_floating_point() else v
+    return out
+
+
+def float_weights(state_dict: dict) -> dict:
+    """Any stored state dict (float32, float16 or int8_weights') -> float32 tensors, ready to load."""
+    out = {}
+    for k, v in state_dict.items():
+        if k.endswith(INT8_SCALE) and k[: -len(INT8_SCALE)] in state_dict:
+            continue
+        scale = state_dict.get(k + INT8_SCALE)
+        if v.dtype == torch.int8 and scale is not None:
+            out[k] = v.float() * scale.float().view(-1, *[1] * (v.ndim - 1))
+        else:
+            out[k] = v.float() if v.is_floating_point() else v
+    return out
 
 
 def write_atomic(path: str, write: Callable[[BinaryIO], None], fsync: bool = False) -> None:

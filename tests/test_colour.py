@@ -7,8 +7,9 @@ import torch
 from PIL import Image
 from skimage import color
 
-from utils import (AB_GRID_MAX, AB_GRID_N, AB_GRID_STEP, LabNorm, grey_to_l, grid_centers, lab_to_rgb,
-                   prior_from_counts, prior_from_weights, rebalance_weights, rgb_to_lab, soft_encode)
+from utils import (AB_GRID_MAX, AB_GRID_N, AB_GRID_STEP, LabNorm, float_weights, grey_to_l, grid_centers,
+                   int8_weights, lab_to_rgb, match_luma, prior_from_counts, prior_from_weights, rebalance_weights,
+                   rgb_to_lab, soft_encode)
 
 LAB_TOL = 0.5  # Lab units
 
@@ -169,3 +170,47 @@ def test_prior_from_weights_inverts_rebalance_weights(lam):
     _, prior, _, _ = kept_bins()
     back = prior_from_weights(rebalance_weights(prior, lam).log(), lam)
     torch.testing.assert_close(back, prior.float(), atol=1e-5, rtol=1e-3)
+
+
+LUMA = torch.tensor([0.299, 0.587, 0.114])
+
+
+@pytest.mark.parametrize("tol", [0.0, 0.5 / 255])
+def test_match_luma_meets_the_grey_and_never_moves_away_from_a_colour_with_that_grey(tol):
+    g = torch.Generator().manual_seed(0)
+    true = torch.rand(3, 64, 64, generator=g)
+    true[:, :8] = torch.randint(0, 2, (3, 8, 64), generator=g).float()  # cube corners and edges too
+    luma = torch.einsum("chw,c->hw", true, LUMA)
+    pred = torch.rand(3, 64, 64, generator=g)
+    pred[:, 8:16] = torch.randint(0, 2, (3, 8, 64), generator=g).float()
+    out = match_luma(pred.clone(), luma, tol)
+    assert out.min() >= 0 and out.max() <= 1
+    assert (torch.einsum("chw,c->hw", out, LUMA) - luma).abs().max() <= tol + 1e-5
+    before, after = (pred - true).norm(dim=0), (out - true).norm(dim=0)
+    assert (after <= before + 1e-5).all() and after.mean() < 0.9 * before.mean()
+    # The nearest such colour: no other colour of the set (here the original) is nearer to pred.
+    assert ((out - pred).norm(dim=0) <= (true - pred).norm(dim=0) + 1e-5).all()
+
+
+def test_match_luma_leaves_colours_that_already_have_the_grey_alone():
+    rgb = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(1))
+    luma = torch.einsum("chw,c->hw", rgb, LUMA)
+    torch.testing.assert_close(match_luma(rgb.clone(), luma, 1e-3), rgb)
+    grey = torch.rand(16, 16).expand(3, 16, 16).clone()
+    torch.testing.assert_close(match_luma(grey.clone(), grey[0], 0.0), grey, atol=1e-6, rtol=0)
+
+
+def test_int8_weights_round_trip_within_half_a_step_per_output_channel():
+    torch.manual_seed(0)
+    sd = {"conv.weight": torch.randn(8, 4, 3, 3) * torch.logspace(-3, 1, 8)[:, None, None, None],
+          "conv.bias": torch.randn(8), "bn.num_batches_tracked": torch.tensor(7), "zero.weight": torch.zeros(2, 3)}
+    stored = int8_weights(sd)
+    assert stored["conv.weight"].dtype == torch.int8 and stored["conv.bias"].dtype == torch.float16
+    assert stored["bn.num_batches_tracked"].dtype == torch.int64
+    back = float_weights(stored)
+    assert set(back) == set(sd) and all(v.dtype == sd[k].dtype for k, v in back.items())
+    step = sd["conv.weight"].abs().amax((1, 2, 3), keepdim=True) / 127
+    assert ((back["conv.weight"] - sd["conv.weight"]).abs() <= step / 2 + 1e-7).all()
+    assert torch.equal(back["zero.weight"], sd["zero.weight"])
+    torch.testing.assert_close(float_weights({k: v.half() for k, v in sd.items() if v.is_floating_point()})["conv.bias"],
+                               sd["conv.bias"], atol=1e-2, rtol=1e-3)

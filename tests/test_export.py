@@ -58,3 +58,41 @@ def test_a_moved_training_folder_holds_out_the_same_images(cls_run, tmp_path):
 def test_a_selection_folder_replaces_the_held_out_images(cls_run, photo_dir, tmp_path):
     _, sel = export(cls_run[0], tmp_path, "--select", photo_dir, "--images", "3")
     assert sel["selection_images"] == 3 and sel["selection_set"] == str(photo_dir)
+
+
+def test_members_make_an_int8_ensemble_chosen_with_its_stored_weights(cls_run, tmp_path):
+    run = cls_run[0]
+    ckpt, sel = export(run, tmp_path, "--members", run / "last.pt", "--int8")
+    assert ckpt["members"] == 2 and len(ckpt["member_sources"]) == 2
+    assert ckpt["model"]["members.0.head.weight"].dtype == torch.int8
+    # The grid was scored with the weights as stored: re-scoring the saved file gives the same numbers.
+    from evaluate import evaluate
+    from predict_color import Colorizer
+    chosen = sel["chosen"]
+    col = Colorizer.from_checkpoint(str(tmp_path / "model.pt"))
+    paths = export_model.held_out_paths(ckpt["train_config"], 150)
+    m = evaluate(col, paths, progress=False)["mean"]
+    assert m["psnr"] - m["grey_psnr"] == pytest.approx(chosen["psnr_gain"], abs=1e-9)
+
+    other = tmp_path / "other.pt"
+    ck = load_checkpoint(str(run / "last.pt"))
+    ck["model_config"] = {**ck["model_config"], "width": 16}
+    torch.save(ck, other)
+    with pytest.raises(SystemExit):
+        export_model.main(["--run", str(run), "--out", str(tmp_path / "x.pt"), "--members", str(other)])
+
+
+def test_a_shipped_ensemble_can_start_a_new_training_run(cls_run, tmp_path):
+    """train.py --init takes a shipped (int8 ensemble) checkpoint: the first member, the run's best."""
+    run, data = cls_run
+    ckpt, _ = export(run, tmp_path, "--members", run / "last.pt", "--int8")
+    sd = train.init_weights(ckpt)
+    best = load_checkpoint(str(run / "best.pt"))["model"]
+    assert set(sd) == set(best)
+    w = best["stem.0.weight"]
+    assert (sd["stem.0.weight"] - w).abs().max() <= w.abs().max() / 254 + 1e-7
+    r = train.train(train.parse_args([
+        "--data", str(data), "--out", str(tmp_path / "ft"), "--init", str(tmp_path / "model.pt"),
+        "--loss", "classification", "--val-fraction", "0.25", "--max-steps", "1", "--batch-size", "4",
+        "--crop-size", "32", "--width", "8", "--depth", "2", "--cache-dir", "", "--workers", "0", "--no-progress"]))
+    assert r["stopped"] is None

@@ -67,3 +67,23 @@ def test_checkpoint_round_trip_loads_strictly_and_a_pickled_module_is_refused(tm
         load_checkpoint(str(pickled))
     with pytest.raises(CheckpointError, match="not found"):
         load_checkpoint(str(tmp_path / "missing.pt"))
+
+
+def test_an_ensemble_averages_its_members_decoded_colours():
+    torch.manual_seed(0)
+    cfg = ModelConfig(width=4, max_width=16, depth=2, **HEADS["classification"])
+    ens = build_model(cfg, members=2).eval()
+    for m in ens.members:
+        m.bins.copy_(torch.randn(13, 2) * 40)
+        m.log_weights.copy_(torch.randn(13))
+    l_n = torch.rand(1, 1, 21, 18) * 2 - 1
+    kw = dict(temperature=0.5, prior_correction=0.7)
+    with torch.no_grad():
+        out = ens(l_n)
+        assert out.shape[:2] == (2, 1)
+        each = [m.predict_ab(l_n, **kw) for m in ens.members]
+        torch.testing.assert_close(ens.predict_ab(l_n, **kw), (each[0] + each[1]) / 2)
+    assert not torch.allclose(each[0], each[1])  # the members differ, so the test can tell
+    assert type(build_model(cfg)).__name__ == "ColorUNet"
+    with pytest.raises(ValueError):
+        build_model(cfg, members=0)

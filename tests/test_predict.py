@@ -624,6 +624,47 @@ def test_half_precision_checkpoint_loads(tmp_path, ckpts):
     assert np.abs(arr(a) - arr(b)).max() <= 3
 
 
+def test_an_int8_ensemble_checkpoint_loads_and_averages_its_members(tmp_path):
+    cfg = ModelConfig(width=8, depth=2, head="classification", num_bins=40)
+    one = [torch.load(save_model(tmp_path / f"m{i}.pt", cfg, seed=i), weights_only=True)["model"] for i in (1, 2)]
+    ens = build_model(cfg, members=2)
+    for net, sd in zip(ens.members, one):
+        net.load_state_dict(sd)
+    dec = {"inference": {"size": 24, "temperature": 0.5, "prior_correction": 0.7}}
+    utils.save_checkpoint({"model": utils.int8_weights(ens.state_dict()), "members": 2,
+                           "model_config": cfg.to_dict(), "train_config": {}, **dec}, str(tmp_path / "ens.pt"))
+    ab = predict_color.Colorizer.from_checkpoint(str(tmp_path / "ens.pt")).predict_ab(np.asarray(grey_photo(40, 30)))
+    each = []
+    for i in (1, 2):
+        utils.save_checkpoint({"model": one[i - 1], "model_config": cfg.to_dict(), "train_config": {}, **dec},
+                              str(tmp_path / f"one{i}.pt"))
+        each.append(predict_color.Colorizer.from_checkpoint(str(tmp_path / f"one{i}.pt"))
+                    .predict_ab(np.asarray(grey_photo(40, 30))))
+    mean = (each[0] + each[1]) / 2
+    assert (ab - mean).abs().max() < 0.05 * mean.abs().max()  # int8 weights: close, not equal
+    assert (each[0] - each[1]).abs().max() > 0.2 * mean.abs().max()
+
+    for bad in (0, "2"):
+        utils.save_checkpoint({"model": utils.int8_weights(ens.state_dict()), "members": bad,
+                               "model_config": cfg.to_dict()}, str(tmp_path / "bad.pt"))
+        with pytest.raises(CheckpointError, match="members"):
+            predict_color.Colorizer.from_checkpoint(str(tmp_path / "bad.pt"))
+    utils.save_checkpoint({"model": one[0], "members": 2, "model_config": cfg.to_dict()}, str(tmp_path / "few.pt"))
+    with pytest.raises(CheckpointError, match="do not fit"):
+        predict_color.Colorizer.from_checkpoint(str(tmp_path / "few.pt"))
+
+
+@pytest.mark.parametrize("mode", ["L", "I;16"])
+def test_the_colours_convert_back_to_the_input_grey(ckpts, mode):
+    """convert("L") of a result is its input, to the rounding of the 8-bit output (601 luma is kept)."""
+    grey = np.asarray(grey_photo(60, 40, seed=3))
+    im = Image.fromarray(grey) if mode == "L" else Image.fromarray(grey.astype(np.uint16) * 257)
+    out = predict_color.Colorizer.from_checkpoint(str(ckpts.tiny)).colorize(im)
+    rgb = arr(out)
+    assert (rgb.max(-1) - rgb.min(-1)).mean() > 20  # colourful, so the luma had something to keep
+    assert np.abs(arr(out.convert("L")) - grey).max() <= 1
+
+
 def code_files() -> list[Path]:
     """The project's own .py files, tests excluded."""
     skip = {"tests", "runs", "data"}
