@@ -1,5 +1,6 @@
 """The colorization network: a U-Net-style encoder-decoder from L (B, 1, H, W) to ab (B, 2, H, W).
 
+ColorEnsemble averages the decoded colours of several such networks (the shipped model is one).
 Pure modules; no I/O. The model owns its normalisation (ModelConfig -> LabNorm) and, for the
 classification head, the quantised ab bins and colour prior (buffers, so they travel in the state dict).
 """

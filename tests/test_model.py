@@ -77,7 +77,7 @@ def test_an_ensemble_averages_its_members_decoded_colours():
         m.bins.copy_(torch.randn(13, 2) * 40)
         m.log_weights.copy_(torch.randn(13))
     l_n = torch.rand(1, 1, 21, 18) * 2 - 1
-    kw = dict(temperature=0.5, prior_correction=0.7)
+    kw = {"temperature": 0.5, "prior_correction": 0.7}
     with torch.no_grad():
         out = ens(l_n)
         assert out.shape[:2] == (2, 1)
