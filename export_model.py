@@ -56,7 +56,7 @@ def main(argv=None) -> int:
                    help="more checkpoints of the same model config (e.g. the run's last.pt): the shipped model "
                    "averages the colours of all of them (a snapshot ensemble)")
     p.add_argument("--int8", action="store_true", help="store conv weights as int8 with per-channel scales "
-                   "(a quarter of float32; default: float16, half)")
+                   "(a quarter of float32; the rest float16. Default: all float16)")
     args = p.parse_args(argv)
 
     src = os.path.join(args.run, args.checkpoint)

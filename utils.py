@@ -282,13 +282,13 @@ INT8_SCALE = ".int8_scale"  # key suffix of the per-channel scales of an int8-st
 
 
 def int8_weights(state_dict: dict) -> dict:
-    """A state dict for shipping at a quarter of float32's size: every conv / linear weight (ndim >= 2) as
-    int8 with one float32 scale per output channel (symmetric, absmax / 127: an error of at most half a
-    step, 0.4% of the channel's largest weight), the other floating-point tensors (biases, batch-norm
-    statistics, the colour bins) as float16. float_weights() undoes it."""
+    """A state dict for shipping at a quarter of float32's size: every conv / linear weight (a `.weight` of
+    ndim >= 2) as int8 with one float32 scale per output channel (symmetric, absmax / 127: an error of at
+    most half a step, 0.4% of the channel's largest weight), the other floating-point tensors (biases,
+    batch-norm statistics, the colour bins) as float16. float_weights() undoes it."""
     out = {}
     for k, v in state_dict.items():
-        if v.is_floating_point() and v.ndim >= 2:
+        if v.is_floating_point() and v.ndim >= 2 and k.endswith(".weight"):
             v = v.float()
             scale = v.abs().amax(dim=tuple(range(1, v.ndim))).clamp_min(1e-30) / 127
             out[k] = (v / scale.view(-1, *[1] * (v.ndim - 1))).round_().to(torch.int8)

@@ -203,9 +203,11 @@ def test_match_luma_leaves_colours_that_already_have_the_grey_alone():
 def test_int8_weights_round_trip_within_half_a_step_per_output_channel():
     torch.manual_seed(0)
     sd = {"conv.weight": torch.randn(8, 4, 3, 3) * torch.logspace(-3, 1, 8)[:, None, None, None],
-          "conv.bias": torch.randn(8), "bn.num_batches_tracked": torch.tensor(7), "zero.weight": torch.zeros(2, 3)}
+          "conv.bias": torch.randn(8), "bn.num_batches_tracked": torch.tensor(7), "zero.weight": torch.zeros(2, 3),
+          "bins": torch.randn(5, 2) * 50}
     stored = int8_weights(sd)
     assert stored["conv.weight"].dtype == torch.int8 and stored["conv.bias"].dtype == torch.float16
+    assert stored["bins"].dtype == torch.float16  # a 2-d buffer, not a weight: the colours stay precise
     assert stored["bn.num_batches_tracked"].dtype == torch.int64
     back = float_weights(stored)
     assert set(back) == set(sd) and all(v.dtype == sd[k].dtype for k, v in back.items())
