@@ -147,12 +147,12 @@ def main(argv=None) -> int:
     if args.out:
         for sub in ("outputs", "grey"):
             os.makedirs(os.path.join(args.out, sub), exist_ok=True)
-    res = evaluate(colorizer, paths, args.out, save_outputs=bool(args.out and args.fid))
+    res = evaluate(colorizer, paths, args.out, save_outputs=args.fid)  # --fid implies --out
     mean = res["mean"]
     settings = {"model": args.model or DEFAULT_MODEL, "data": args.data, "images": len(paths),
                 "size": colorizer.size, "temperature": colorizer.temperature,
                 "prior_correction": colorizer.prior_correction}
-    if args.fid and args.out:
+    if args.fid:
         mean["fid"] = fid_score(os.path.join(args.out, "outputs"), args.data)
         mean["grey_fid"] = fid_score(os.path.join(args.out, "grey"), args.data)
     print_table(os.path.basename(os.path.normpath(args.data)), mean)

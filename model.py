@@ -148,9 +148,7 @@ class ColorEnsemble(nn.Module):
     def decode(self, out: torch.Tensor, **decode_kw) -> torch.Tensor:
         return torch.stack([m.decode(o, **decode_kw) for m, o in zip(self.members, out)]).mean(0)
 
-    def predict_ab(self, l_norm: torch.Tensor, **decode_kw) -> torch.Tensor:
-        ab = self.decode(self(l_norm), **decode_kw)
-        return resize_like(ab, tuple(l_norm.shape[-2:]))
+    predict_ab = ColorUNet.predict_ab  # decode(forward(l)), upsampled: nothing in it is per network
 
 
 def build_model(cfg: ModelConfig | dict, members: int = 1) -> ColorUNet | ColorEnsemble:

@@ -115,10 +115,14 @@ def _grey_to_l(grey: np.ndarray) -> torch.Tensor:
     return grey_to_l(torch.from_numpy(np.ascontiguousarray(grey, dtype=np.float32)).clamp(0, 1))
 
 
+# The grey level of white for the integer grey types; float greys are in [0, 1].
+_PEAKS = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+
+
 def _levels(grey: np.ndarray) -> tuple[torch.Tensor, float]:
     """Grey (h, W) -> (its values in [0, 1] as a float32 tensor, half a quantisation step: the tolerance
     of a grey made by rounding a luma to these levels)."""
-    peak = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(grey.dtype)
+    peak = _PEAKS.get(grey.dtype)
     if peak is None:
         return torch.from_numpy(np.ascontiguousarray(grey, dtype=np.float32)).clamp(0, 1), 0.0
     return torch.from_numpy(grey.astype(np.float32)).div_(peak), 0.5 / peak
@@ -126,12 +130,9 @@ def _levels(grey: np.ndarray) -> tuple[torch.Tensor, float]:
 
 def _downscale(grey: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Grey (H, W) of any supported dtype -> (h, w) float32 in [0, 1], antialiased bilinear resize."""
-    if grey.dtype == np.uint8:
-        im, peak = Image.fromarray(grey), 255.0
-    elif grey.dtype == np.uint16:
-        im, peak = Image.fromarray(grey), 65535.0
-    else:
-        im, peak = Image.fromarray(np.asarray(grey, dtype=np.float32)), 1.0
+    peak = _PEAKS.get(grey.dtype)
+    im = Image.fromarray(grey if peak else np.asarray(grey, dtype=np.float32))
+    peak = peak or 1.0
     small = im.resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0)
     return np.clip(np.asarray(small, dtype=np.float32) / peak, 0, 1)
 

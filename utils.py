@@ -281,20 +281,23 @@ def half_precision(state_dict: dict) -> dict:
 INT8_SCALE = ".int8_scale"  # key suffix of the per-channel scales of an int8-stored weight
 
 
+def _per_channel(scale: torch.Tensor, ndim: int) -> torch.Tensor:
+    """Scales (C,) shaped to broadcast over a weight (C, ...) of ndim dimensions."""
+    return scale.view(-1, *[1] * (ndim - 1))
+
+
 def int8_weights(state_dict: dict) -> dict:
     """A state dict for shipping at a quarter of float32's size: every conv / linear weight (a `.weight` of
     ndim >= 2) as int8 with one float32 scale per output channel (symmetric, absmax / 127: an error of at
     most half a step, 0.4% of the channel's largest weight), the other floating-point tensors (biases,
     batch-norm statistics, the colour bins) as float16. float_weights() undoes it."""
-    out = {}
+    out = half_precision(state_dict)
     for k, v in state_dict.items():
         if v.is_floating_point() and v.ndim >= 2 and k.endswith(".weight"):
             v = v.float()
             scale = v.abs().amax(dim=tuple(range(1, v.ndim))).clamp_min(1e-30) / 127
-            out[k] = (v / scale.view(-1, *[1] * (v.ndim - 1))).round_().to(torch.int8)
+            out[k] = (v / _per_channel(scale, v.ndim)).round_().to(torch.int8)
             out[k + INT8_SCALE] = scale
-        else:
-            out[k] = v.half() if v.is_floating_point() else v
     return out
 
 
@@ -306,7 +309,7 @@ def float_weights(state_dict: dict) -> dict:
             continue
         scale = state_dict.get(k + INT8_SCALE)
         if v.dtype == torch.int8 and scale is not None:
-            out[k] = v.float() * scale.float().view(-1, *[1] * (v.ndim - 1))
+            out[k] = v.float() * _per_channel(scale.float(), v.ndim)
         else:
             out[k] = v.float() if v.is_floating_point() else v
     return out
