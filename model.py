@@ -1,6 +1,8 @@
-"""The colorization network: a U-Net-style encoder-decoder from L (B, 1, H, W) to ab (B, 2, H, W).
+"""The colorization networks: U-Net-style encoder-decoders from L (B, 1, H, W) to ab (B, 2, H, W).
 
-ColorEnsemble averages the decoded colours of several such networks (the shipped model is one).
+ColorUNet learns every layer from scratch; EncoderUNet starts from an ImageNet-pretrained EfficientNet-Lite
+encoder (backbones.py), whose features already tell a face from a dress from a sky. ModelConfig.encoder
+chooses between them. ColorEnsemble averages the decoded colours of several such networks (the shipped model is one).
 Pure modules; no I/O. The model owns its normalisation (ModelConfig -> LabNorm) and, for the
 classification head, the quantised ab bins and colour prior (buffers, so they travel in the state dict).
 """
@@ -12,14 +14,18 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from utils import LabNorm, resize_like
+from backbones import EfficientNetLite
+from utils import LabNorm, l_to_grey, resize_like
+
+ENCODERS = ("unet", "efficientnet_lite0")
 
 
 @dataclass
 class ModelConfig:
-    width: int = 32          # channels of the first level; each level below doubles them ...
+    encoder: str = "unet"    # "unet": ColorUNet, learned from scratch; "efficientnet_lite0": EncoderUNet
+    width: int = 32          # channels of the first (decoder) level; each level below doubles them ...
     max_width: int = 256     # ... up to this cap
-    depth: int = 4           # downsamplings after the stem; input padded to a multiple of 2**(depth+1)
+    depth: int = 4           # unet: downsamplings after the stem; input padded to a multiple of 2**(depth+1)
     head: str = "regression"  # "regression": 2 ab channels; "classification": logits over num_bins
     num_bins: int = 0        # Q, the kept ab bins (classification only; set from the training data)
     l_center: float = 50.0   # L normalisation: (L - l_center) / l_scale
@@ -56,54 +62,19 @@ class GlobalContext(nn.Module):
         return x + self.mlp(x.mean((2, 3)))[:, :, None, None]
 
 
-class ColorUNet(nn.Module):
-    """L -> ab. A stride-2 stem (ab is smooth, so full-resolution features buy little), `depth` levels
-    down and up with skip connections, a global-context bottleneck, and a 1x1 head at half resolution.
+class _ColorNet(nn.Module):
+    """What every network shares: the 1x1 head at half resolution (2 ab channels, or logits over the ab bins
+    with their centres and rebalancing weights as buffers), decoding and full-size prediction."""
 
-    forward(l_norm (B,1,H,W)) -> regression: ab_norm (B,2,H/2,W/2); classification: logits (B,Q,H/2,W/2).
-    predict_ab(l_norm) -> ab_norm (B,2,H,W) for any H, W (bilinear upsampling of the head's output).
-    """
-
-    def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.cfg = cfg
-        widths = [min(cfg.width * 2 ** i, cfg.max_width) for i in range(cfg.depth + 1)]
-        self.stem = nn.Sequential(
-            nn.Conv2d(1, widths[0], 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(widths[0]),
-            nn.ReLU(inplace=True), conv_block(widths[0], widths[0]))
-        self.down = nn.ModuleList(conv_block(widths[i], widths[i + 1]) for i in range(cfg.depth))
-        self.context = GlobalContext(widths[-1])
-        self.up = nn.ModuleList(conv_block(widths[i + 1] + widths[i], widths[i])
-                                for i in reversed(range(cfg.depth)))
+    def _make_head(self, cfg: ModelConfig, cin: int) -> None:
         out = 2 if cfg.head == "regression" else cfg.num_bins
         if cfg.head not in ("regression", "classification") or out <= 0:
             raise ValueError(f"bad head {cfg.head!r} with num_bins={cfg.num_bins}")
-        self.head = nn.Conv2d(widths[0], out, 1)
+        self.head = nn.Conv2d(cin, out, 1)
         if cfg.head == "classification":
             # ab centres of the kept bins and log of the rebalancing weights; filled by the trainer.
             self.register_buffer("bins", torch.zeros(cfg.num_bins, 2))
             self.register_buffer("log_weights", torch.zeros(cfg.num_bins))
-
-    @property
-    def stride(self) -> int:
-        return 2 ** (self.cfg.depth + 1)
-
-    def forward(self, l_norm: torch.Tensor) -> torch.Tensor:
-        h, w = l_norm.shape[-2:]
-        ph, pw = -h % self.stride, -w % self.stride
-        x = F.pad(l_norm, (0, pw, 0, ph), mode="replicate") if ph or pw else l_norm
-        x = self.stem(x)
-        skips = []
-        for block in self.down:
-            skips.append(x)
-            x = block(F.max_pool2d(x, 2))
-        x = self.context(x)
-        for block in self.up:
-            skip = skips.pop()
-            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-            x = block(torch.cat([x, skip], 1))
-        x = self.head(x)
-        return x[..., : (h + 1) // 2, : (w + 1) // 2]
 
     def decode(self, out: torch.Tensor, temperature: float = 0.38, prior_correction: float = 0.0
                ) -> torch.Tensor:
@@ -126,8 +97,105 @@ class ColorUNet(nn.Module):
         return resize_like(ab, tuple(l_norm.shape[-2:]))
 
 
+class ColorUNet(_ColorNet):
+    """L -> ab. A stride-2 stem (ab is smooth, so full-resolution features buy little), `depth` levels
+    down and up with skip connections, a global-context bottleneck, and a 1x1 head at half resolution.
+
+    forward(l_norm (B,1,H,W)) -> regression: ab_norm (B,2,H/2,W/2); classification: logits (B,Q,H/2,W/2).
+    predict_ab(l_norm) -> ab_norm (B,2,H,W) for any H, W (bilinear upsampling of the head's output).
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        widths = [min(cfg.width * 2 ** i, cfg.max_width) for i in range(cfg.depth + 1)]
+        self.stem = nn.Sequential(
+            nn.Conv2d(1, widths[0], 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(widths[0]),
+            nn.ReLU(inplace=True), conv_block(widths[0], widths[0]))
+        self.down = nn.ModuleList(conv_block(widths[i], widths[i + 1]) for i in range(cfg.depth))
+        self.context = GlobalContext(widths[-1])
+        self.up = nn.ModuleList(conv_block(widths[i + 1] + widths[i], widths[i])
+                                for i in reversed(range(cfg.depth)))
+        self._make_head(cfg, widths[0])
+
+    @property
+    def stride(self) -> int:
+        return 2 ** (self.cfg.depth + 1)
+
+    def forward(self, l_norm: torch.Tensor) -> torch.Tensor:
+        h, w = l_norm.shape[-2:]
+        ph, pw = -h % self.stride, -w % self.stride
+        x = F.pad(l_norm, (0, pw, 0, ph), mode="replicate") if ph or pw else l_norm
+        x = self.stem(x)
+        skips = []
+        for block in self.down:
+            skips.append(x)
+            x = block(F.max_pool2d(x, 2))
+        x = self.context(x)
+        for block in self.up:
+            skip = skips.pop()
+            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            x = block(torch.cat([x, skip], 1))
+        x = self.head(x)
+        return x[..., : (h + 1) // 2, : (w + 1) // 2]
+
+class EncoderUNet(_ColorNet):
+    """L -> ab with an ImageNet-pretrained EfficientNet-Lite encoder (Tan and Le 2019; the recipe of
+    DeOldify's and DDColor's pretrained U-Nets). L becomes the grey RGB image of that lightness in [-1, 1],
+    the range the weights were trained on; the decoder climbs from stride 32 to stride 2 with a skip from
+    every encoder stage (strides 16, 8, 4, 2), after a global-context bottleneck, and ends in the head.
+
+    Same contract as ColorUNet: forward(l_norm (B,1,H,W)) -> head output at (H+1)//2 x (W+1)//2.
+    cfg.width is the decoder's width at stride 2 (doubling per level up to cfg.max_width); cfg.depth is unused.
+    """
+
+    stride = 32
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = EfficientNetLite(cfg.encoder)
+        enc = EfficientNetLite.FEATURE_CHANNELS                           # strides 2, 4, 8, 16, 32
+        dec = [min(cfg.width * 2 ** i, cfg.max_width) for i in range(4)]  # strides 2, 4, 8, 16
+        self.context = GlobalContext(enc[-1])
+        self.up = nn.ModuleList(conv_block(cin + enc[i], dec[i])
+                                for i, cin in zip(range(3, -1, -1), [enc[-1]] + dec[:0:-1]))
+        self._make_head(cfg, dec[0])
+        self.encoder_frozen = False
+
+    def freeze_encoder(self, frozen: bool = True) -> None:
+        """Train the decoder only: no encoder gradients, and its BatchNorm keeps the ImageNet statistics."""
+        self.encoder_frozen = frozen
+        self.encoder.requires_grad_(not frozen)
+        self.train(self.training)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.encoder_frozen:
+            self.encoder.eval()
+        return self
+
+    def encoder_input(self, l_norm: torch.Tensor) -> torch.Tensor:
+        """Normalised L (B,1,H,W) -> the grey sRGB image of that lightness, (B,3,H,W) in [-1, 1]."""
+        grey = l_to_grey(self.cfg.norm.l_inv(l_norm.float())) * 2 - 1
+        return grey.to(l_norm.dtype).expand(-1, 3, -1, -1)
+
+    def forward(self, l_norm: torch.Tensor) -> torch.Tensor:
+        h, w = l_norm.shape[-2:]
+        ph, pw = -h % self.stride, -w % self.stride
+        x = F.pad(l_norm, (0, pw, 0, ph), mode="replicate") if ph or pw else l_norm
+        *skips, x = self.encoder(self.encoder_input(x))
+        x = self.context(x)
+        for block in self.up:
+            skip = skips.pop()
+            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            x = block(torch.cat([x, skip], 1))
+        x = self.head(x)
+        return x[..., : (h + 1) // 2, : (w + 1) // 2]
+
+
 class ColorEnsemble(nn.Module):
-    """Several ColorUNets of one config whose decoded colours are averaged: a snapshot ensemble (checkpoints
+    """Several networks of one config whose decoded colours are averaged: a snapshot ensemble (checkpoints
     of one training run, Huang et al. 2017). Averaging ab, not weights: the weight average of two snapshots
     was measured worse than either.
 
@@ -140,7 +208,7 @@ class ColorEnsemble(nn.Module):
         if members < 2:
             raise ValueError(f"an ensemble needs at least 2 members, not {members}")
         self.cfg = cfg
-        self.members = nn.ModuleList(ColorUNet(cfg) for _ in range(members))
+        self.members = nn.ModuleList(network(cfg) for _ in range(members))
 
     def forward(self, l_norm: torch.Tensor) -> torch.Tensor:
         return torch.stack([m(l_norm) for m in self.members])
@@ -148,11 +216,18 @@ class ColorEnsemble(nn.Module):
     def decode(self, out: torch.Tensor, **decode_kw) -> torch.Tensor:
         return torch.stack([m.decode(o, **decode_kw) for m, o in zip(self.members, out)]).mean(0)
 
-    predict_ab = ColorUNet.predict_ab  # decode(forward(l)), upsampled: nothing in it is per network
+    predict_ab = _ColorNet.predict_ab  # decode(forward(l)), upsampled: nothing in it is per network
 
 
-def build_model(cfg: ModelConfig | dict, members: int = 1) -> ColorUNet | ColorEnsemble:
+def network(cfg: ModelConfig) -> ColorUNet | EncoderUNet:
+    """The network cfg.encoder names (its encoder untrained: the trainer loads the ImageNet weights)."""
+    if cfg.encoder not in ENCODERS:
+        raise ValueError(f"unknown encoder {cfg.encoder!r}; known: {', '.join(ENCODERS)}")
+    return ColorUNet(cfg) if cfg.encoder == "unet" else EncoderUNet(cfg)
+
+
+def build_model(cfg: ModelConfig | dict, members: int = 1) -> ColorUNet | EncoderUNet | ColorEnsemble:
     """One network (members = 1) or an ensemble of `members` networks of this config."""
     if isinstance(cfg, dict):
         cfg = ModelConfig(**cfg)
-    return ColorUNet(cfg) if members == 1 else ColorEnsemble(cfg, members)
+    return network(cfg) if members == 1 else ColorEnsemble(cfg, members)

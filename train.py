@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from dataset import (ColorDataset, DataError, ImageCache, center_crop, find_images, random_crop_flip,
                      random_resized_crop_flip,
                      split_holdout)
-from model import ModelConfig, build_model
+from backbones import PretrainedWeightsMissing, pretrained_state_dict
+from model import ENCODERS, ModelConfig, build_model
 from utils import (AB_GRID_N, CheckpointError, ab_grid_index, float_weights, grid_centers, load_checkpoint,
                    prior_from_counts, prior_from_weights, rebalance_weights, save_checkpoint, seed_everything,
                    soft_encode)
@@ -53,7 +54,9 @@ class TrainConfig:
     loss: str = field(default="mse", metadata={"help": "mse | l1 | huber | classification", "choices": LOSSES})
     rebalance_lambda: float = field(default=0.5, metadata={"help": "classification: prior smoothing for class rebalancing (1 = none)"})
     prior_images: int = field(default=2000, metadata={"help": "classification: images used to estimate the ab prior"})
-    width: int = field(default=32, metadata={"help": "model: channels of the first level"})
+    encoder: str = field(default="unet", metadata={"help": "model: unet (learned from scratch) | efficientnet_lite0 (ImageNet-pretrained; needs requirements-train.txt)", "choices": ENCODERS})
+    encoder_lr: float = field(default=0.1, metadata={"help": "pretrained encoder's learning rate as a multiple of --lr (0 freezes it)"})
+    width: int = field(default=32, metadata={"help": "model: channels of the first (decoder) level"})
     depth: int = field(default=4, metadata={"help": "model: number of downsamplings"})
     max_width: int = field(default=256, metadata={"help": "model: channel cap"})
     workers: int = field(default=min(4, os.cpu_count() or 1), metadata={"help": "processes for decoding images"})
@@ -91,6 +94,8 @@ def parse_args(argv=None) -> TrainConfig:
         p.error("--scale-min needs the image cache (drop --no-cache)")
     if cfg.val_every < 1:
         p.error("--val-every must be at least 1")
+    if cfg.encoder_lr < 0:
+        p.error("--encoder-lr must be at least 0")
     return cfg
 
 
@@ -333,19 +338,37 @@ def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
 
-def new_model(cfg: TrainConfig, batches: Batches):
-    """A freshly initialised model for cfg; a classification head gets its ab bins and rebalancing
-    weights from the empirical colour prior of the training batches."""
-    mcfg = ModelConfig(width=cfg.width, depth=cfg.depth, max_width=cfg.max_width,
+def new_model(cfg: TrainConfig, batches: Batches, pretrained: bool = True):
+    """A freshly initialised model for cfg: a pretrained encoder gets its ImageNet weights (pretrained=True),
+    a classification head its ab bins and rebalancing weights from the empirical colour prior of the
+    training batches."""
+    mcfg = ModelConfig(encoder=cfg.encoder, width=cfg.width, depth=cfg.depth, max_width=cfg.max_width,
                        head="classification" if cfg.loss == "classification" else "regression")
-    if mcfg.head != "classification":
-        return build_model(mcfg)
-    bins, prior = estimate_prior(batches, cfg)
-    mcfg.num_bins = len(bins)
+    if mcfg.head == "classification":
+        bins, prior = estimate_prior(batches, cfg)
+        mcfg.num_bins = len(bins)
     model = build_model(mcfg)
-    model.bins.copy_(bins)
-    model.log_weights.copy_(rebalance_weights(prior, cfg.rebalance_lambda).log())
+    if mcfg.encoder != "unet" and pretrained:
+        model.encoder.load_state_dict(pretrained_state_dict(model.encoder, mcfg.encoder))
+    if mcfg.head == "classification":
+        model.bins.copy_(bins)
+        model.log_weights.copy_(rebalance_weights(prior, cfg.rebalance_lambda).log())
     return model
+
+
+def make_optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW; a pretrained encoder trains at --encoder-lr times the decoder's rate (each group's lr_mult),
+    or not at all (0: frozen, its BatchNorm statistics kept)."""
+    if model.cfg.encoder == "unet":
+        return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    enc = list(model.encoder.parameters())
+    ids = {id(p) for p in enc}
+    groups = [{"params": [p for p in model.parameters() if id(p) not in ids], "lr_mult": 1.0}]
+    if cfg.encoder_lr > 0:
+        groups.append({"params": enc, "lr_mult": cfg.encoder_lr})
+    else:
+        model.freeze_encoder()
+    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def model_inputs(norm, rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -360,7 +383,7 @@ def model_inputs(norm, rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def train_step(net, opt, crit, l_n: torch.Tensor, ab_n: torch.Tensor, lr: float, amp) -> torch.Tensor:
     """One optimizer step; returns the loss (a device tensor: no host sync)."""
     for g in opt.param_groups:
-        g["lr"] = lr
+        g["lr"] = lr * g.get("lr_mult", 1.0)
     with amp:
         out = net(l_n)
     loss = crit(out, ab_n)
@@ -430,13 +453,13 @@ def train(cfg: TrainConfig) -> dict:
     if resume is not None:
         model = build_model(resume["model_config"]).to(d.device)
     else:
-        model = new_model(cfg, train_b).to(d.device)
+        model = new_model(cfg, train_b, pretrained=not cfg.init).to(d.device)
         if model.cfg.head == "classification":
             log(d, f"classification over {model.cfg.num_bins} ab bins, rebalancing lambda {cfg.rebalance_lambda}")
     mcfg, norm = model.cfg, model.cfg.norm
     if cfg.init and resume is None:
         model.load_state_dict(init_weights(load_checkpoint(cfg.init)))
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = make_optimizer(model, cfg)
     epoch, skip, step, best = 0, 0, 0, float("inf")
     if resume is not None:
         model.load_state_dict(resume["model"])
@@ -579,7 +602,7 @@ def main(argv=None) -> int:
     cfg = parse_args(argv)
     try:
         result = train(cfg)
-    except (DataError, CheckpointError) as e:
+    except (DataError, CheckpointError, PretrainedWeightsMissing) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

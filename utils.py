@@ -147,6 +147,13 @@ def grey_to_l(grey: torch.Tensor) -> torch.Tensor:
     return torch.where(y > _EPS, 116 * y.clamp_min(_EPS) ** (1 / 3) - 16, 116 * _KAPPA * y)
 
 
+def l_to_grey(L: torch.Tensor) -> torch.Tensor:
+    """Lab L in [0, 100] -> the sRGB grey level in [0, 1] of that lightness (the inverse of grey_to_l)."""
+    fy = (L.float() + 16) / 116
+    y = torch.where(fy ** 3 > _EPS, fy ** 3, (fy - 16 / 116) / _KAPPA)
+    return _linear_to_srgb(y).clamp(0, 1)
+
+
 @dataclass(frozen=True)
 class LabNorm:
     """The one place where L and ab are scaled for the network; the model's config carries its values.

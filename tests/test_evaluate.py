@@ -47,3 +47,22 @@ def test_grey_baseline_matches_a_zero_ab_colorizer(tiny_run, photo_dir):
     mean = evaluate.evaluate(col, paths, progress=False)["mean"]
     for k in ("psnr", "ssim", "cf", "auc"):
         assert abs(mean[k] - mean["grey_" + k]) < 1e-6, k
+
+
+def test_several_sets_and_models_in_one_run(tiny_run, photo_dir, tmp_path, capsys):
+    """Each model on each set, beside the same grey baseline: one table per set, OUT/<set>/<model>/ and
+    OUT/results.json."""
+    out = tmp_path / "eval"
+    ckpt = str(tiny_run / "last.pt")
+    other = tmp_path / "other" / "last.pt"
+    other.parent.mkdir()
+    other.write_bytes((tiny_run / "best.pt").read_bytes())
+    sets = [str(photo_dir), str(photo_dir)]  # the same folder twice still gets two names
+    assert evaluate.main(["--data", *sets, "--model", ckpt, str(other), "--out", str(out), "--limit", "2"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert len(results) == 2 and all(set(r) == {"last_0", "last_1"} for r in results.values())
+    for name, per_model in results.items():
+        a, b = per_model["last_0"]["mean"], per_model["last_1"]["mean"]
+        assert a["grey_psnr"] == b["grey_psnr"] and (out / name / "last_1" / "summary.json").is_file()
+    printed = capsys.readouterr().out
+    assert printed.count("grey ") >= 2 and "last_1" in printed

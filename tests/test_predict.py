@@ -721,34 +721,18 @@ def test_single_image_imports_nothing_it_does_not_use(tmp_path, ckpts):
     assert not heavy, heavy
 
 
-def test_single_image_end_to_end_time(tmp_path, ckpts):
-    """python predict_color.py -image x.png (768x512, the shipped model's size): at most 2.5 s, imports
-    included. Checked on CPU time (one thread does nearly all the work, so it is the unshared wall time)."""
-    photo(768, 512).save(tmp_path / "x.png")
-    best = None
-    for _ in range(2):
-        r, wall, cpu, _ = child_usage(["-image", "x.png", "-model", ckpts.default, "--overwrite"], cwd=tmp_path)
-        assert r.returncode == 0, r.stderr
-        best = min(best or (wall, cpu), (wall, cpu), key=lambda t: t[1])
-    print(f"\nsingle 768x512 image, end to end: wall {best[0]:.2f} s, CPU {best[1]:.2f} s")
-    assert best[1] <= 2.5
-
-
-def test_folder_time_per_image(tmp_path, ckpts):
-    """A folder of 768x512 photos: at most 0.15 s of CPU per image beyond the fixed start-up cost."""
-    n = 12
+def test_a_folder_of_full_size_photos_gets_every_output(tmp_path, ckpts):
+    """A folder of 768x512 photos: one output each, at full size. (Speed is bench_inference.py's job.)"""
+    n = 4
+    (tmp_path / "many").mkdir()
     for i in range(n):
-        (tmp_path / "many").mkdir(exist_ok=True)
         photo(768, 512, seed=i).save(tmp_path / "many" / f"p{i:02d}.jpg", quality=90)
-    (tmp_path / "one").mkdir()
-    shutil.copy(tmp_path / "many" / "p00.jpg", tmp_path / "one")
-    r1, wall1, cpu1, _ = child_usage(["-image", tmp_path / "one", "-model", ckpts.default])
-    rn, walln, cpun, _ = child_usage(["-image", tmp_path / "many", "-model", ckpts.default])
-    assert r1.returncode == 0 and rn.returncode == 0, rn.stderr
-    assert len(list((tmp_path / "many").glob("Coloured_*.jpg"))) == n
-    per_cpu, per_wall = (cpun - cpu1) / (n - 1), (walln - wall1) / (n - 1)
-    print(f"\nfolder of 768x512 JPEGs: {per_wall:.3f} s wall, {per_cpu:.3f} s CPU per image")
-    assert per_cpu <= 0.15
+    r, *_ = child_usage(["-image", tmp_path / "many", "-model", ckpts.default])
+    assert r.returncode == 0, r.stderr
+    outs = sorted((tmp_path / "many").glob("Coloured_*.jpg"))
+    assert len(outs) == n
+    with Image.open(outs[0]) as im:
+        assert im.size == (768, 512)
 
 
 @pytest.mark.slow

