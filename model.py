@@ -63,8 +63,10 @@ class GlobalContext(nn.Module):
 
 
 class _ColorNet(nn.Module):
-    """What every network shares: the 1x1 head at half resolution (2 ab channels, or logits over the ab bins
-    with their centres and rebalancing weights as buffers), decoding and full-size prediction."""
+    """What every network shares: the U-Net forward pass over a subclass's encode() (its skips and
+    bottleneck; it also sets `stride`, `context` and the decoder blocks `up`), the 1x1 head at half
+    resolution (2 ab channels, or logits over the ab bins with their centres and rebalancing weights as
+    buffers), decoding and full-size prediction."""
 
     def _make_head(self, cfg: ModelConfig, cin: int) -> None:
         out = 2 if cfg.head == "regression" else cfg.num_bins
@@ -75,6 +77,21 @@ class _ColorNet(nn.Module):
             # ab centres of the kept bins and log of the rebalancing weights; filled by the trainer.
             self.register_buffer("bins", torch.zeros(cfg.num_bins, 2))
             self.register_buffer("log_weights", torch.zeros(cfg.num_bins))
+
+    def forward(self, l_norm: torch.Tensor) -> torch.Tensor:
+        """Pad to a multiple of the stride, encode (-> skips, bottleneck), add the global context, climb
+        the decoder with one skip per level, and return the head's output at (H+1)//2 x (W+1)//2."""
+        h, w = l_norm.shape[-2:]
+        ph, pw = -h % self.stride, -w % self.stride
+        x = F.pad(l_norm, (0, pw, 0, ph), mode="replicate") if ph or pw else l_norm
+        skips, x = self.encode(x)
+        x = self.context(x)
+        for block in self.up:
+            skip = skips.pop()
+            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            x = block(torch.cat([x, skip], 1))
+        x = self.head(x)
+        return x[..., : (h + 1) // 2, : (w + 1) // 2]
 
     def decode(self, out: torch.Tensor, temperature: float = 0.38, prior_correction: float = 0.0
                ) -> torch.Tensor:
@@ -122,22 +139,14 @@ class ColorUNet(_ColorNet):
     def stride(self) -> int:
         return 2 ** (self.cfg.depth + 1)
 
-    def forward(self, l_norm: torch.Tensor) -> torch.Tensor:
-        h, w = l_norm.shape[-2:]
-        ph, pw = -h % self.stride, -w % self.stride
-        x = F.pad(l_norm, (0, pw, 0, ph), mode="replicate") if ph or pw else l_norm
+    def encode(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         x = self.stem(x)
         skips = []
         for block in self.down:
             skips.append(x)
             x = block(F.max_pool2d(x, 2))
-        x = self.context(x)
-        for block in self.up:
-            skip = skips.pop()
-            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-            x = block(torch.cat([x, skip], 1))
-        x = self.head(x)
-        return x[..., : (h + 1) // 2, : (w + 1) // 2]
+        return skips, x
+
 
 class EncoderUNet(_ColorNet):
     """L -> ab with an ImageNet-pretrained EfficientNet-Lite encoder (Tan and Le 2019; the recipe of
@@ -180,18 +189,9 @@ class EncoderUNet(_ColorNet):
         grey = l_to_grey(self.cfg.norm.l_inv(l_norm.float())) * 2 - 1
         return grey.to(l_norm.dtype).expand(-1, 3, -1, -1)
 
-    def forward(self, l_norm: torch.Tensor) -> torch.Tensor:
-        h, w = l_norm.shape[-2:]
-        ph, pw = -h % self.stride, -w % self.stride
-        x = F.pad(l_norm, (0, pw, 0, ph), mode="replicate") if ph or pw else l_norm
+    def encode(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         *skips, x = self.encoder(self.encoder_input(x))
-        x = self.context(x)
-        for block in self.up:
-            skip = skips.pop()
-            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-            x = block(torch.cat([x, skip], 1))
-        x = self.head(x)
-        return x[..., : (h + 1) // 2, : (w + 1) // 2]
+        return skips, x
 
 
 class ColorEnsemble(nn.Module):
