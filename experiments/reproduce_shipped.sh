@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduce the shipped model: 80 epochs on one GPU (2 min 37 s of training on an H200), its best.pt and
+# Reproduce v1, the model shipped until 2026-11-29 (now the semantic model, experiments/train_semantic.sh): 80 epochs on one GPU (2 min 37 s of training on an H200), its best.pt and
 # last.pt as a two-network ensemble, decode settings chosen on the BSDS photos of the training folder,
 # int8 export, then the evaluation.
 #   bash experiments/reproduce_shipped.sh          (DATA=../shared/data by default)
@@ -23,8 +23,8 @@ $PY train.py --data "$TRAIN" --val-fraction 0.03 --seed 0 --out runs/gpu80 --los
 # averaged; decode settings chosen on the 200 BSDS training photos, the only general photos among the
 # training images (see the README).
 $PY export_model.py --run runs/gpu80 --checkpoint best.pt --members runs/gpu80/last.pt --int8 \
-    --select "$DATA/train/bsds" --images 0 --out checkpoints/colorizer.pt \
+    --select "$DATA/train/bsds" --images 0 --out runs/gpu80/colorizer.pt \
     --temperatures 0.5,0.75,1.0 --corrections 0.6,0.7,0.8 --sizes 128 --min-cf 0.7
 for set in val/bsds bench/kodak; do
-  $PY evaluate.py --data "$DATA/$set" --out "runs/eval/$(basename "$set")"
+  $PY evaluate.py --data "$DATA/$set" --model runs/gpu80/colorizer.pt --out "runs/eval/$(basename "$set")"
 done
