@@ -14,10 +14,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from backbones import EfficientNetLite
+from backbones import NOMINAL_SIZE, EfficientNetLite
 from utils import LabNorm, l_to_grey, resize_like
 
-ENCODERS = ("unet", "efficientnet_lite0")
+ENCODERS = ("unet", *NOMINAL_SIZE)  # learned from scratch, or one of the pretrained encoders
 
 
 @dataclass
