@@ -206,6 +206,19 @@ class Colorizer:
             out[y0:y0 + len(rgb)] = rgb
         return out
 
+    def colorize_grey_with_ab(self, grey: np.ndarray, ab: torch.Tensor, workers: int = 1) -> np.ndarray:
+        """As colorize_grey, with the colour given: ab (1, 2, h, w) in Lab units, as from predict_ab (e.g.
+        smoothed over a video's frames), upsampled and merged with grey's full-resolution L."""
+        h, w = grey.shape
+        ab = ab.to(self.device, torch.float32)
+        rows = max(1, STRIP_PIXELS // w)
+        starts = range(0, h, rows)
+        out = np.empty((h, w, 3), dtype=np.uint8)
+        for y0, rgb in zip(starts, ordered_map(lambda y0: self._merge_rows(grey, ab, y0, min(h, y0 + rows)),
+                                               starts, workers)):
+            out[y0:y0 + len(rgb)] = rgb
+        return out
+
     def colorize(self, image: Image.Image, workers: int = 1) -> Image.Image:
         """PIL image of any mode -> colorized PIL image of the same (upright) size, alpha kept."""
         return self.colorize_to_image(*grey_and_alpha(image), workers=workers)

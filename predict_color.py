@@ -1,7 +1,8 @@
-"""Colorize grey photos: python predict_color.py -image x.jpg [-model CKPT] [-output OUT] [-histo True]
+"""Colorize grey photos and films: python predict_color.py -image x.jpg|film.mp4 [-model CKPT] [-output OUT]
 
 The command line only: flags, finding the inputs, planning the outputs and mapping over them. The
-pipeline is colorizer.Colorizer; reading and writing files (and every error about them) is image_io.
+pipeline is colorizer.Colorizer; reading and writing files (and every error about them) is image_io, and
+for films video.colorize_video (video_io, temporal), imported only when a film is given.
 Every input gets its full-resolution result or one line on stderr naming it; a bad file never stops a
 batch, and SIGINT / SIGTERM leave no partial file. Only torch, numpy and PIL are imported on the way
 (matplotlib for -histo, tqdm for several images).
@@ -21,17 +22,20 @@ from colorizer import DEFAULT_MODEL, Colorizer, ordered_map  # Colorizer and DEF
 from image_io import (INPUT_EXTENSIONS, MAX_PIXELS, STDERR_LOCK, InputError, first_line, format_for_extension,
                       output_format, read_grey, save_histogram, save_image)
 from utils import CheckpointError, remove_temporaries_on_signals
+from video_io import CONTAINERS, is_video
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def output_path(src: str, output: str | None, many: bool, subfolder: str = "") -> str:
+def output_path(src: str, output: str | None, many: bool, subfolder: str = "", video: bool = False) -> str:
     """Where the result of src goes: Coloured_<name> beside it, into a folder (keeping the subfolder of
-    a searched input folder), or the given file."""
+    a searched input folder), or the given file. A video keeps its container (mp4 if it has none we write)."""
     stem, ext = os.path.splitext(os.path.basename(src))
+    if video:
+        ext = ext if ext.lower() in CONTAINERS else ".mp4"
     # A GIF's palette would throw the colours away; a name without an image extension (a photo called
     # `scan`, or `x.txt`, which then fails to read, naming the input) gives a PNG.
-    if ext.lower() == ".gif" or format_for_extension(ext) is None:
+    elif ext.lower() == ".gif" or format_for_extension(ext) is None:
         ext = ".png"
     coloured = f"Coloured_{stem}{ext}"
     if output is None:
@@ -110,6 +114,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help=f"refuse larger images, from their header, before decoding (default {MAX_PIXELS:,}; 0: no limit)")
     p.add_argument("--threads", type=int, default=0,
                    help="images (or strips of one image) worked on at once, one CPU thread each (0: one per core)")
+    p.add_argument("--video", action="store_true",
+                   help="read every input as a film, whatever its extension (e.g. .mpg, .ts or an animated GIF; "
+                        ".mp4 .m4v .mov .mkv .webm .avi always are)")
+    p.add_argument("--no-stabilize", dest="stabilize", action="store_false",
+                   help="films: colorize each frame on its own (no temporal smoothing; it flickers)")
+    p.add_argument("--crf", type=int, help="films: H.264 quality, 0 (lossless) to 51; default 18 (VP9 for .webm: 31)")
     return p.parse_args(argv)
 
 
@@ -138,7 +148,7 @@ def _plan(inputs: list[tuple[str, str]], args: argparse.Namespace, many: bool) -
     that two inputs would both write."""
     plan, taken = [], {}
     for src, sub in inputs:
-        dst = output_path(src, args.output, many, sub)
+        dst = output_path(src, args.output, many, sub, video=args.video or is_video(src))
         error = None
         key = os.path.normcase(os.path.abspath(dst))
         if os.path.exists(dst) and os.path.exists(src) and os.path.samefile(src, dst) and not args.overwrite:
@@ -199,13 +209,24 @@ def _load_colorizer(args: argparse.Namespace) -> Colorizer:
         raise
 
 
-def _colorize_one(colorizer: Colorizer, item: tuple[str, str, str | None], **kw) -> tuple[str | None, str | None]:
+def colorize_film(colorizer: Colorizer, src: str, dst: str, args: argparse.Namespace, workers: int,
+                  progress: bool) -> None:
+    """A film src into dst (video.colorize_video, with the flags' settings). Raises InputError."""
+    from video import colorize_video  # scikit-image and PyAV load only for films
+    colorize_video(colorizer, src, dst, stabilize=args.stabilize, crf=args.crf, workers=workers, progress=progress)
+
+
+def _colorize_one(colorizer: Colorizer, item: tuple[str, str, str | None], film: Callable[[str, str], None] | None = None,
+                  all_films: bool = False, **kw) -> tuple[str | None, str | None]:
     """One planned (src, dst, error) -> (mood line or None, error message or None); never raises.
+    film(src, dst) colorizes films: inputs with a video extension, or every input if all_films (--video).
     kw: colorize_file's keyword arguments."""
     src, dst, error = item
     if error:
         return None, error
     try:
+        if film is not None and (all_films or is_video(src)):
+            return film(src, dst), None
         return colorize_file(colorizer, src, dst, **kw), None
     except InputError as e:
         return None, str(e)
@@ -234,8 +255,10 @@ def _run(args: argparse.Namespace, workers: int) -> int:
             (bar.write if bar else print)(line, file=out or sys.stderr)
 
     # Several images: one per thread, each merged on that thread. One image: its strips share the threads.
-    job = functools.partial(_colorize_one, colorizer, histo=args.histo, workers=1 if many else workers,
-                            max_pixels=args.max_pixels or None, notify=lambda line: say(f"note: {line}"))
+    film = functools.partial(colorize_film, colorizer, args=args, workers=1 if many else workers, progress=not many)
+    job = functools.partial(_colorize_one, colorizer, film=film, all_films=args.video, histo=args.histo,
+                            workers=1 if many else workers, max_pixels=args.max_pixels or None,
+                            notify=lambda line: say(f"note: {line}"))
     failed = 0
     for summary, error in ordered_map(job, _plan(inputs, args, many), workers if many else 1):
         failed += error is not None
