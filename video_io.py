@@ -28,6 +28,15 @@ CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", "
 VIDEO_EXTENSIONS = tuple(CONTAINERS)
 DEFAULT_CRF = 18  # H.264 constant quality: 18 is visually lossless for most films; lower is larger
 WEBM_CRF = 31     # VP9's scale differs: about the quality of H.264's 18-20
+# Audio codecs each container takes as they are; others are re-encoded (AAC, or Opus for webm). Matroska
+# takes nearly any (we ask FFmpeg); mp4's list in FFmpeg claims PCM, which its muxer then refuses.
+_AUDIO_COPY = {"mp4": {"aac", "mp3", "ac3", "eac3", "alac", "opus", "flac"},
+               "mov": {"aac", "mp3", "ac3", "eac3", "alac", "pcm_s16le", "pcm_s16be", "pcm_s24le", "pcm_f32le"},
+               "webm": {"opus", "vorbis"},
+               "avi": {"mp3", "ac3", "aac", "pcm_s16le", "pcm_u8"}}
+# Containers that store no presentation times: with B-frames the demuxer's guesses come out of order,
+# so their frames are numbered at the frame rate instead (they are constant-rate anyway).
+_NO_TIMESTAMPS = {"avi"}
 # What a file's first bytes say it is, for the message about a file FFmpeg cannot open.
 _SIGNATURES = [(4, b"ftyp", "MP4/MOV"), (0, b"\x1aE\xdf\xa3", "Matroska/WebM"), (8, b"AVI ", "AVI"),
                (0, b"GIF8", "GIF")]
@@ -94,11 +103,11 @@ class VideoReader:
             raise InputError(f"{path}: has no video stream")
         self.video = self.container.streams.video[0]
         if self.video.codec_context is None:
-            tag = self.video.codec_tag or "?"
             self.close()
-            raise InputError(f"{path}: cannot read video (its codec {tag!r} has no decoder in PyAV's FFmpeg)")
+            raise InputError(f"{path}: cannot read video (its video codec is unknown to PyAV's FFmpeg: no decoder)")
         self.video.thread_type = "AUTO"  # frame-parallel decoding
         self.audio = self.container.streams.audio[0] if self.container.streams.audio else None
+        self.timestamps = not _NO_TIMESTAMPS & set(self.container.format.name.split(","))
         self.info = self._info()
 
     def _info(self) -> VideoInfo:
@@ -111,8 +120,8 @@ class VideoReader:
                          Fraction(s.time_base or 1 / rate), frames or 0)
 
     def frames(self, audio: Callable[[object], None] | None = None) -> Iterator[tuple[np.ndarray, int | None]]:
-        """(grey (H, W) uint8 full-range luma, pts or None) per frame, in display order; the audio
-        packets met on the way go to audio(packet). A decoding error is an InputError."""
+        """(grey (H, W) uint8 full-range luma, pts in info.time_base or None) per frame, in display
+        order; the audio packets met on the way go to audio(packet). A decoding error is an InputError."""
         av = require_av(self.path)
         streams = [self.video] + ([self.audio] if self.audio is not None and audio is not None else [])
         count = 0
@@ -124,7 +133,7 @@ class VideoReader:
                     continue
                 for frame in packet.decode():
                     count += 1
-                    yield frame.to_ndarray(format="gray"), frame.pts
+                    yield frame.to_ndarray(format="gray"), frame.pts if self.timestamps else None
         except av.FFmpegError as e:
             raise InputError(f"{self.path}: cannot decode frame {count + 1} "
                              f"({getattr(e, 'strerror', None) or first_line(e)})") from None
@@ -164,7 +173,10 @@ class VideoWriter:
         # 4:2:0 needs even sizes; an odd-sized film keeps its size as 4:4:4 (fewer players take it).
         even = info.width % 2 == 0 and info.height % 2 == 0
         self.pix_fmt = ctx.pix_fmt = "yuv420p" if even else "yuv444p"
-        ctx.time_base = info.time_base
+        # The input's timestamps are kept (variable frame rates too), except in AVI, which counts frames.
+        self.in_time_base = info.time_base
+        self.time_base = 1 / info.rate if container == "avi" else info.time_base
+        ctx.time_base = self.time_base
         ctx.colorspace, ctx.color_range = 6, 1  # SMPTE 170M (BT.601, the matrix we convert with), limited
         ctx.color_primaries = ctx.color_trc = 1  # BT.709 primaries and sRGB-like transfer: plain video
         if webm:
@@ -172,7 +184,7 @@ class VideoWriter:
                                   "deadline": "good", "cpu-used": "5", "row-mt": "1"}
         else:
             self.video.options = {"crf": str(DEFAULT_CRF if crf is None else crf), "preset": "medium"}
-        self.time_base, self.step = info.time_base, max(1, round(1 / (info.rate * info.time_base)))
+        self.step = max(1, round(1 / (info.rate * self.time_base)))
         self.last_pts = None
         self.audio_in, self.audio_out, self.resample = audio, None, None
         if audio is not None:
@@ -180,9 +192,8 @@ class VideoWriter:
 
     def _add_audio(self, stream, container: str) -> None:
         """Copy the input's audio stream if the container takes its codec, else re-encode it."""
-        name = stream.codec_context.name if stream.codec_context is not None else None
-        if name is not None and name in self.out.supported_codecs and not (container == "webm"
-                                                                            and name not in ("opus", "vorbis")):
+        name = stream.codec_context.codec.canonical_name if stream.codec_context is not None else None
+        if name in _AUDIO_COPY.get(container, self.out.supported_codecs):
             self.audio_out = self.out.add_stream_from_template(stream)
             return
         if stream.codec_context is None:  # an audio codec we cannot decode: drop it rather than fail
@@ -208,6 +219,8 @@ class VideoWriter:
         frame = self.av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
         # BT.601 limited range: the luma of the result is then the Y of the input (colorizer.match_luma).
         frame = frame.reformat(format=self.pix_fmt, dst_colorspace="ITU601", dst_color_range="MPEG")
+        if pts is not None and self.time_base != self.in_time_base:
+            pts = round(pts * self.in_time_base / self.time_base)
         if pts is None or (self.last_pts is not None and pts <= self.last_pts):
             pts = 0 if self.last_pts is None else self.last_pts + self.step
         frame.pts, frame.time_base, self.last_pts = pts, self.time_base, pts

@@ -52,20 +52,23 @@ def clip_frames(grain: float = 8.0) -> list[np.ndarray]:
     return [np.clip(f + rng.normal(0, grain, f.shape), 0, 255).round().astype(np.uint8) for f in frames]
 
 
-def write_clip(path: Path, frames: list[np.ndarray], audio: bool = True, codec: str = "libx264",
-               fmt: str | None = None) -> Path:
-    """An H.264 film of grey frames (RATE fps) with a 440 Hz AAC tone, written with PyAV directly."""
-    with av.open(str(path), "w", format=fmt) as c:
+def write_clip(path: Path, frames: list[np.ndarray], audio: str | None = "aac", codec: str = "libx264") -> Path:
+    """A film of grey frames (RATE fps; H.264 with B-frames) with a 440 Hz tone (audio: its codec, or None),
+    written with PyAV directly."""
+    with av.open(str(path), "w") as c:
         s = c.add_stream(codec, rate=RATE)
         s.width, s.height, s.pix_fmt = W, H, "yuv420p"
         s.options = {"crf": "18"} if codec == "libx264" else {}
-        a = c.add_stream("aac", rate=44100) if audio else None
+        a = c.add_stream(audio, rate=44100) if audio else None
         for g in frames:
             c.mux(s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(g), format="gray")))
         c.mux(s.encode())
         if a is not None:
             tone = (0.2 * np.sin(2 * np.pi * 440 * np.arange(44100 * len(frames) // RATE) / 44100)).astype(np.float32)
-            frame = av.AudioFrame.from_ndarray(tone[None], format="flt", layout="mono")
+            fmt = a.codec_context.format.name  # the sample format the encoder takes
+            if fmt.startswith("s16"):
+                tone = (tone * 32767).astype(np.int16)
+            frame = av.AudioFrame.from_ndarray(tone[None], format=fmt, layout="mono")
             frame.sample_rate = 44100
             c.mux(a.encode(frame))
             c.mux(a.encode())
@@ -120,6 +123,39 @@ def test_reader_keeps_timestamps_and_passes_audio_packets(clip):
     assert kinds and set(kinds) == {"audio"}
 
 
+def remux(src: Path, dst: Path) -> None:
+    """src through video_io into dst, frames unchanged: the CLI's path without the model."""
+    with video_io.VideoReader(str(src)) as r:
+        def fill(writer):
+            for grey, pts in r.frames(audio=writer.copy_audio):
+                writer.write(np.repeat(grey[..., None], 3, 2), pts)
+        video_io.write_video(str(dst), r.info, fill, audio=r.audio)
+
+
+def greys_of(path: Path) -> np.ndarray:
+    with video_io.VideoReader(str(path)) as r:
+        return np.stack([g for g, _ in r.frames()]).astype(int)
+
+
+@pytest.mark.parametrize("ext", [".avi", ".mp4"])
+def test_an_avi_with_b_frames_keeps_its_frame_rate_and_order(tmp_path, ext):
+    """AVI stores no presentation times; with B-frames FFmpeg's guesses come out of order."""
+    src = write_clip(tmp_path / "film.avi", clip_frames(grain=0), audio=None)
+    remux(src, tmp_path / f"out{ext}")
+    assert describe(tmp_path / f"out{ext}") == {"size": (W, H), "frames": PAN + AFTER_CUT, "rate": RATE, "audio": []}
+    assert np.abs(greys_of(tmp_path / f"out{ext}") - greys_of(src)).mean() < 2  # same frames, same order
+
+
+@pytest.mark.parametrize("audio, ext, expected", [("aac", ".mkv", "aac"), ("pcm_s16le", ".mp4", "aac"),
+                                                  ("pcm_s16le", ".webm", "opus"), ("pcm_s16le", ".mov", "pcm_s16le")])
+def test_audio_is_copied_or_reencoded_for_the_container(tmp_path, audio, ext, expected):
+    src = write_clip(tmp_path / "film.mkv", clip_frames(grain=0)[:4], audio=audio)
+    remux(src, tmp_path / f"out{ext}")
+    assert describe(tmp_path / f"out{ext}")["audio"] == [expected]
+    with av.open(str(tmp_path / f"out{ext}")) as c:  # and it lasts as long as the input's
+        assert sum(f.samples for f in c.decode(audio=0)) / 44100 == pytest.approx(4 / RATE, abs=0.05)
+
+
 def test_missing_pyav_is_one_line_naming_the_pip_command(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "av", None)  # import av now raises ImportError
     with pytest.raises(InputError, match=r"film.mp4: videos need PyAV, which is not installed \(pip install av\)"):
@@ -144,7 +180,7 @@ def test_cli_colours_a_film_keeping_size_frames_rate_audio_and_grey(clip, tmp_pa
 
 def test_default_output_is_coloured_name_beside_the_film(clip, tmp_path):
     film = tmp_path / "film.mkv"
-    write_clip(film, clip_frames()[:3], audio=False)
+    write_clip(film, clip_frames()[:3], audio=None)
     assert predict_color.main(["-image", str(film), "--no-stabilize", "--crf", "30"]) == 0
     assert leftovers(tmp_path) == ["Coloured_film.mkv"]
     assert describe(tmp_path / "Coloured_film.mkv")["frames"] == 3
@@ -198,7 +234,7 @@ def test_a_truncated_film_is_one_error_line_and_no_output(clip, tmp_path, capsys
 
 
 def test_a_codec_without_decoder_is_one_error_line_and_no_output(tmp_path, capsys):
-    film = write_clip(tmp_path / "ffv1.avi", clip_frames()[:2], audio=False, codec="ffv1")
+    film = write_clip(tmp_path / "ffv1.avi", clip_frames()[:2], audio=None, codec="ffv1")
     data_ = film.read_bytes()
     assert data_.count(b"FFV1") >= 1
     film.write_bytes(data_.replace(b"FFV1", b"ZZZ9"))  # a fourcc no decoder knows
@@ -215,7 +251,7 @@ def test_an_unknown_output_container_fails_before_the_work(clip, tmp_path, capsy
 
 
 def test_an_interrupted_run_leaves_nothing_under_the_final_name(tmp_path):
-    film = write_clip(tmp_path / "long.mp4", clip_frames() * 8, audio=False)  # 72 frames: seconds of work
+    film = write_clip(tmp_path / "long.mp4", clip_frames() * 8, audio=None)  # 72 frames: seconds of work
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, str(REPO / "predict_color.py"), "-image", str(film), "--threads", "1"],
                             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
