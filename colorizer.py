@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from hints import Hint, HintError, hint_map
 from image_io import grey_and_alpha
 from model import ModelConfig, build_model
 from utils import CheckpointError, float_weights, grey_to_l, lab_to_rgb, load_checkpoint, match_luma
@@ -163,19 +164,31 @@ class Colorizer:
                             else inf.get("prior_correction", 0.0))
         return cls(model, int(size), float(temperature), float(prior_correction), device)
 
+    @property
+    def takes_hints(self) -> bool:
+        """Whether the model was trained with colour hints (one trained without them refuses hints)."""
+        return bool(self.model.cfg.hints)
+
     def net_size(self, width: int, height: int) -> tuple[int, int]:
         """(w, h) the network sees: short side `size`, long side at most 4 x size."""
         s = min(self.size / min(width, height), 4 * self.size / max(width, height))
         return max(1, round(width * s)), max(1, round(height * s))
 
     @torch.inference_mode()
-    def predict_ab(self, grey: np.ndarray) -> torch.Tensor:
+    def predict_ab(self, grey: np.ndarray, hints: list[Hint] | None = None) -> torch.Tensor:
         """Grey (H, W) (uint8, uint16 or float in [0, 1]) -> ab in Lab units at the network's resolution,
-        (1, 2, h, w) float32 on self.device."""
+        (1, 2, h, w) float32 on self.device. hints: points of known colour in the grey's pixels (a model
+        trained with hints only; HintError otherwise, or for a hint outside the image)."""
         h, w = grey.shape
         nw, nh = self.net_size(w, h)
+        hint_input = None
+        if hints:
+            if not self.takes_hints:
+                raise HintError("this model was trained without colour hints; use a model trained with "
+                                "--hints (the shipped one is)")
+            hint_input = hint_map(hints, (w, h), (nw, nh), self.norm.ab_scale).to(self.device)
         l_small = _grey_to_l(_downscale(grey, (nw, nh)))[None, None].to(self.device)
-        ab_n = self.model.decode(self.model(self.norm.l(l_small)), temperature=self.temperature,
+        ab_n = self.model.decode(self.model(self.norm.l(l_small), hint_input), temperature=self.temperature,
                                  prior_correction=self.prior_correction)
         ab_n = F.interpolate(ab_n, size=(nh, nw), mode="bilinear", align_corners=False)
         return self.norm.ab_inv(ab_n).float()
@@ -190,19 +203,20 @@ class Colorizer:
         rgb = match_luma(lab_to_rgb(lab)[0], luma.to(self.device), tol)
         return rgb.mul_(255).round_().to(torch.uint8).permute(1, 2, 0).contiguous().cpu().numpy()
 
-    def _strips(self, grey: np.ndarray, workers: int) -> Iterator[tuple[int, np.ndarray]]:
+    def _strips(self, grey: np.ndarray, workers: int, hints: list[Hint] | None = None
+                ) -> Iterator[tuple[int, np.ndarray]]:
         """(y0, RGB rows from y0) covering the image, merged on `workers` threads."""
         h, w = grey.shape
-        ab = self.predict_ab(grey)
+        ab = self.predict_ab(grey, hints)
         rows = max(1, STRIP_PIXELS // w)
         starts = range(0, h, rows)
         merged = ordered_map(lambda y0: self._merge_rows(grey, ab, y0, min(h, y0 + rows)), starts, workers)
         return zip(starts, merged)
 
-    def colorize_grey(self, grey: np.ndarray, workers: int = 1) -> np.ndarray:
+    def colorize_grey(self, grey: np.ndarray, workers: int = 1, hints: list[Hint] | None = None) -> np.ndarray:
         """Grey (H, W) (float in [0, 1], or uint8 / uint16 levels) -> RGB (H, W, 3) uint8 at full resolution."""
         out = np.empty((*grey.shape, 3), dtype=np.uint8)
-        for y0, rgb in self._strips(grey, workers):
+        for y0, rgb in self._strips(grey, workers, hints):
             out[y0:y0 + len(rgb)] = rgb
         return out
 
@@ -219,18 +233,23 @@ class Colorizer:
             out[y0:y0 + len(rgb)] = rgb
         return out
 
-    def colorize(self, image: Image.Image, workers: int = 1) -> Image.Image:
-        """PIL image of any mode -> colorized PIL image of the same (upright) size, alpha kept."""
-        return self.colorize_to_image(*grey_and_alpha(image), workers=workers)
+    def colorize(self, image: Image.Image, workers: int = 1,
+                 hints: list[Hint | tuple[float, float, tuple[int, int, int]]] | None = None) -> Image.Image:
+        """PIL image of any mode -> colorized PIL image of the same (upright) size, alpha kept.
+
+        hints: points of known colour, [(x, y, (r, g, b)), ...] or Hint objects, in the image's pixels;
+        each gives its chroma to the colours around it (the brightness stays the image's)."""
+        hints = [h if isinstance(h, Hint) else Hint(float(h[0]), float(h[1]), tuple(h[2])) for h in hints or []]
+        return self.colorize_to_image(*grey_and_alpha(image), workers=workers, hints=hints)
 
     def colorize_to_image(self, grey: np.ndarray, alpha: Image.Image | None = None,
-                          workers: int = 1) -> Image.Image:
+                          workers: int = 1, hints: list[Hint] | None = None) -> Image.Image:
         """Grey (H, W) as from grey_and_alpha, alpha (mode L) or None -> RGB or RGBA PIL image (W x H).
 
         The strips are pasted straight into the output image: no second full-size copy of the result.
         """
         out = Image.new("RGB" if alpha is None else "RGBA", (grey.shape[1], grey.shape[0]))
-        for y0, rgb in self._strips(grey, workers):
+        for y0, rgb in self._strips(grey, workers, hints):
             out.paste(Image.fromarray(rgb), (0, y0))
         if alpha is not None:
             out.putalpha(alpha)

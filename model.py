@@ -15,6 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from backbones import NOMINAL_SIZE, EfficientNetLite
+from hints import HINT_CHANNELS, hint_pyramid_level
 from utils import LabNorm, l_to_grey, resize_like
 
 ENCODERS = ("unet", *NOMINAL_SIZE)  # learned from scratch, or one of the pretrained encoders
@@ -31,6 +32,7 @@ class ModelConfig:
     l_center: float = 50.0   # L normalisation: (L - l_center) / l_scale
     l_scale: float = 50.0
     ab_scale: float = 110.0  # ab normalisation: ab / ab_scale
+    hints: bool = False      # also takes a hint input (hints.py): user points of known colour
 
     @property
     def norm(self) -> LabNorm:
@@ -78,18 +80,39 @@ class _ColorNet(nn.Module):
             self.register_buffer("bins", torch.zeros(cfg.num_bins, 2))
             self.register_buffer("log_weights", torch.zeros(cfg.num_bins))
 
-    def forward(self, l_norm: torch.Tensor) -> torch.Tensor:
+    def _make_hint_inputs(self, cfg: ModelConfig, channels: list[int]) -> None:
+        """With cfg.hints: one 3x3 conv per decoder input (the bottleneck, then each up block's input)
+        that adds the hint map, pooled to that level, to it. Zero-initialised, so a network given hints
+        starts as the automatic network it is fine-tuned from; no hints (mask 0) adds exactly nothing."""
+        self.hint_in = (nn.ModuleList(nn.Conv2d(HINT_CHANNELS, c, 3, padding=1, bias=False) for c in channels)
+                        if cfg.hints else None)
+        for conv in self.hint_in or []:
+            nn.init.zeros_(conv.weight)
+
+    def _add_hints(self, x: torch.Tensor, hints: torch.Tensor | None, level: int) -> torch.Tensor:
+        if hints is None:
+            return x
+        return x + self.hint_in[level](hint_pyramid_level(hints, x.shape[-2:]).to(x.dtype))
+
+    def forward(self, l_norm: torch.Tensor, hints: torch.Tensor | None = None) -> torch.Tensor:
         """Pad to a multiple of the stride, encode (-> skips, bottleneck), add the global context, climb
-        the decoder with one skip per level, and return the head's output at (H+1)//2 x (W+1)//2."""
+        the decoder with one skip per level, and return the head's output at (H+1)//2 x (W+1)//2.
+
+        hints (B, 3, H, W), for a network built with cfg.hints: the hint map (hints.py), added at every
+        decoder level (before the global context, so a hint can also shift the whole image's colours)."""
         h, w = l_norm.shape[-2:]
         ph, pw = -h % self.stride, -w % self.stride
         x = F.pad(l_norm, (0, pw, 0, ph), mode="replicate") if ph or pw else l_norm
+        if hints is not None:
+            if self.hint_in is None:
+                raise ValueError("this model was trained without hints")
+            hints = F.pad(hints, (0, pw, 0, ph)) if ph or pw else hints
         skips, x = self.encode(x)
-        x = self.context(x)
-        for block in self.up:
+        x = self.context(self._add_hints(x, hints, 0))
+        for level, block in enumerate(self.up, start=1):
             skip = skips.pop()
             x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-            x = block(torch.cat([x, skip], 1))
+            x = block(self._add_hints(torch.cat([x, skip], 1), hints, level))
         x = self.head(x)
         return x[..., : (h + 1) // 2, : (w + 1) // 2]
 
@@ -108,9 +131,9 @@ class _ColorNet(nn.Module):
         ab = torch.einsum("bqhw,qc->bchw", p, self.bins)
         return self.cfg.norm.ab(ab)
 
-    def predict_ab(self, l_norm: torch.Tensor, **decode_kw) -> torch.Tensor:
-        """Normalised L (B,1,H,W) -> normalised ab (B,2,H,W)."""
-        ab = self.decode(self(l_norm), **decode_kw)
+    def predict_ab(self, l_norm: torch.Tensor, hints: torch.Tensor | None = None, **decode_kw) -> torch.Tensor:
+        """Normalised L (B,1,H,W) (and optionally the hint map (B,3,H,W)) -> normalised ab (B,2,H,W)."""
+        ab = self.decode(self(l_norm, hints), **decode_kw)
         return resize_like(ab, tuple(l_norm.shape[-2:]))
 
 
@@ -134,6 +157,7 @@ class ColorUNet(_ColorNet):
         self.up = nn.ModuleList(conv_block(widths[i + 1] + widths[i], widths[i])
                                 for i in reversed(range(cfg.depth)))
         self._make_head(cfg, widths[0])
+        self._make_hint_inputs(cfg, [widths[-1]] + [b[0].in_channels for b in self.up])
 
     @property
     def stride(self) -> int:
@@ -170,6 +194,7 @@ class EncoderUNet(_ColorNet):
         self.up = nn.ModuleList(conv_block(cin + enc[i], dec[i])
                                 for i, cin in zip(range(3, -1, -1), [enc[-1]] + dec[:0:-1]))
         self._make_head(cfg, dec[0])
+        self._make_hint_inputs(cfg, [enc[-1]] + [b[0].in_channels for b in self.up])
         self.encoder_frozen = False
 
     def freeze_encoder(self, frozen: bool = True) -> None:
@@ -210,8 +235,8 @@ class ColorEnsemble(nn.Module):
         self.cfg = cfg
         self.members = nn.ModuleList(network(cfg) for _ in range(members))
 
-    def forward(self, l_norm: torch.Tensor) -> torch.Tensor:
-        return torch.stack([m(l_norm) for m in self.members])
+    def forward(self, l_norm: torch.Tensor, hints: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.stack([m(l_norm, hints) for m in self.members])
 
     def decode(self, out: torch.Tensor, **decode_kw) -> torch.Tensor:
         return torch.stack([m.decode(o, **decode_kw) for m, o in zip(self.members, out)]).mean(0)

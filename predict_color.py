@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from colorizer import DEFAULT_MODEL, Colorizer, ordered_map  # Colorizer and DEFAULT_MODEL are also imported from here
+from hints import Hint, HintError, check_inside, load_hints, parse_hint
 from image_io import (INPUT_EXTENSIONS, MAX_PIXELS, STDERR_LOCK, InputError, first_line, format_for_extension,
                       output_format, read_grey, save_histogram, save_image)
 from utils import CheckpointError, remove_temporaries_on_signals
@@ -112,6 +113,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
     p.add_argument("--max-pixels", type=_pixel_count, default=MAX_PIXELS,
                    help=f"refuse larger images, from their header, before decoding (default {MAX_PIXELS:,}; 0: no limit)")
+    p.add_argument("--hint", action="append", default=[], metavar="X,Y,COLOUR",
+                   help="a point of known colour, in the input's pixels: e.g. 120,340,#c0392b or 40,20,skyblue "
+                        "(repeatable; one input image only; the colour's chroma is used, the brightness stays)")
+    p.add_argument("--hints", metavar="FILE", help='JSON list of hints: [{"x": 120, "y": 340, "color": "#c0392b", '
+                                                  '"radius": 6}, ...] (radius in pixels, optional)')
     p.add_argument("--threads", type=int, default=0,
                    help="images (or strips of one image) worked on at once, one CPU thread each (0: one per core)")
     p.add_argument("--video", action="store_true",
@@ -162,12 +168,17 @@ def _plan(inputs: list[tuple[str, str]], args: argparse.Namespace, many: bool) -
 
 
 def colorize_file(colorizer: Colorizer, src: str, dst: str, histo: bool, workers: int = 1,
-                  max_pixels: int | None = MAX_PIXELS, notify: Callable[[str], None] | None = None) -> str | None:
+                  max_pixels: int | None = MAX_PIXELS, notify: Callable[[str], None] | None = None,
+                  hints: list[Hint] | None = None) -> str | None:
     """Colorize src into dst (and its histogram); returns the mood line with -histo. Raises InputError.
     notify gets a line before a very large image is decoded (image_io.read_grey)."""
     output_format(dst)  # an unknown output format fails before the work, not after
     grey, alpha = read_grey(src, max_pixels, notify)
-    out = colorizer.colorize_to_image(grey, alpha, workers=workers)
+    try:
+        check_inside(hints or [], grey.shape[1], grey.shape[0], src)
+    except HintError as e:
+        raise InputError(str(e)) from None
+    out = colorizer.colorize_to_image(grey, alpha, workers=workers, hints=hints)
     del grey, alpha
     save_image(out, dst)
     if histo:
@@ -212,6 +223,8 @@ def _load_colorizer(args: argparse.Namespace) -> Colorizer:
 def colorize_film(colorizer: Colorizer, src: str, dst: str, args: argparse.Namespace, workers: int,
                   progress: bool) -> None:
     """A film src into dst (video.colorize_video, with the flags' settings). Raises InputError."""
+    if args.hint or args.hints:
+        raise InputError(f"{src}: colour hints (--hint, --hints) are for photos, not films")
     from video import colorize_video  # scikit-image and PyAV load only for films
     colorize_video(colorizer, src, dst, stabilize=args.stabilize, crf=args.crf, workers=workers, progress=progress)
 
@@ -234,6 +247,17 @@ def _colorize_one(colorizer: Colorizer, item: tuple[str, str, str | None], film:
         return None, f"{src}: {type(e).__name__}: {first_line(e)}"
 
 
+def _hints(args: argparse.Namespace, colorizer: Colorizer, many: bool) -> list[Hint]:
+    """The --hint and --hints points; HintError (one line) for a malformed one or where none can apply."""
+    hints = [parse_hint(h) for h in args.hint] + (load_hints(args.hints) if args.hints else [])
+    if hints and many:
+        raise HintError("hints are in one image's pixels: give a single input image with --hint/--hints")
+    if hints and not colorizer.takes_hints:
+        raise HintError(f"{args.model}: this model was trained without colour hints (train with --hints, "
+                        "or use the shipped model)")
+    return hints
+
+
 def _run(args: argparse.Namespace, workers: int) -> int:
     try:
         colorizer = _load_colorizer(args)
@@ -242,6 +266,11 @@ def _run(args: argparse.Namespace, workers: int) -> int:
         return 2
     inputs = find_inputs(args.image)
     many = len(inputs) > 1 or any(os.path.isdir(i) for i in args.image)
+    try:
+        hints = _hints(args, colorizer, many)
+    except HintError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if many and args.output and os.path.isfile(args.output):
         print(f"error: {args.output}: is a file, but several inputs need an output folder", file=sys.stderr)
         return 2
@@ -257,7 +286,7 @@ def _run(args: argparse.Namespace, workers: int) -> int:
     # Several images: one per thread, each merged on that thread. One image: its strips share the threads.
     film = functools.partial(colorize_film, colorizer, args=args, workers=1 if many else workers, progress=not many)
     job = functools.partial(_colorize_one, colorizer, film=film, all_films=args.video, histo=args.histo,
-                            workers=1 if many else workers, max_pixels=args.max_pixels or None,
+                            workers=1 if many else workers, hints=hints, max_pixels=args.max_pixels or None,
                             notify=lambda line: say(f"note: {line}"))
     failed = 0
     for summary, error in ordered_map(job, _plan(inputs, args, many), workers if many else 1):

@@ -26,6 +26,7 @@ from dataset import (ColorDataset, DataError, ImageCache, center_crop, find_imag
                      random_resized_crop_flip,
                      split_holdout)
 from backbones import PretrainedWeightsMissing, pretrained_state_dict
+from hints import simulate_hints
 from model import ENCODERS, ModelConfig, build_model
 from utils import (AB_GRID_N, CheckpointError, ab_grid_index, float_weights, grid_centers, load_checkpoint,
                    prior_from_counts, prior_from_weights, rebalance_weights, save_checkpoint, seed_everything,
@@ -56,6 +57,8 @@ class TrainConfig:
     prior_images: int = field(default=2000, metadata={"help": "classification: images used to estimate the ab prior"})
     encoder: str = field(default="unet", metadata={"help": "model: unet (learned from scratch) | efficientnet_lite0 (ImageNet-pretrained; needs requirements-train.txt)", "choices": ENCODERS})
     encoder_lr: float = field(default=0.1, metadata={"help": "pretrained encoder's learning rate as a multiple of --lr (0 freezes it)"})
+    hints: bool = field(default=False, metadata={"help": "model: also take colour hints (user points); trained with simulated users"})
+    hint_p_none: float = field(default=0.4, metadata={"help": "hints: share of training images given no hints at all"})
     width: int = field(default=32, metadata={"help": "model: channels of the first (decoder) level"})
     depth: int = field(default=4, metadata={"help": "model: number of downsamplings"})
     max_width: int = field(default=256, metadata={"help": "model: channel cap"})
@@ -286,19 +289,33 @@ def psnr_rgb(pred_rgb: torch.Tensor, true_rgb: torch.Tensor) -> torch.Tensor:
     return 10 * torch.log10(255.0 ** 2 / mse)
 
 
+VAL_HINTS = 10  # a hint model is also validated with this many simulated points per image
+
+
 @torch.no_grad()
 def validate(model, val: Batches, crit: Criterion, d: Dist, norm) -> dict:
+    """Validation loss and PSNR without hints (automatic colorization); a hint model also reports
+    val_psnr_hints: the PSNR with VAL_HINTS simulated points per image (the same points every epoch)."""
     model.eval()
-    tot = torch.zeros(3, device=d.device)  # loss sum, psnr sum, count
+    tot = torch.zeros(4, device=d.device)  # loss sum, psnr sum, psnr-with-hints sum, count
+    g = torch.Generator().manual_seed(12345)
     for rgb in val.epoch(0):
         l_n, ab_n = norm.split(rgb)
         out = model(l_n)
         pred = F.interpolate(model.decode(out), size=l_n.shape[-2:], mode="bilinear", align_corners=False)
+        psnr_h = torch.zeros((), device=d.device)
+        if model.cfg.hints:
+            hints = simulate_hints(ab_n, g, points=VAL_HINTS)
+            pred_h = model.predict_ab(l_n, hints)
+            psnr_h = psnr_rgb(norm.merge(l_n, pred_h), rgb.float() / 255).sum()
         tot += torch.stack([crit(out, ab_n) * len(rgb), psnr_rgb(norm.merge(l_n, pred), rgb.float() / 255).sum(),
-                            torch.tensor(float(len(rgb)), device=d.device)])
+                            psnr_h, torch.tensor(float(len(rgb)), device=d.device)])
     tot = d.mean(tot)
     model.train()
-    return {"val_loss": (tot[0] / tot[2]).item(), "val_psnr": (tot[1] / tot[2]).item()}
+    res = {"val_loss": (tot[0] / tot[3]).item(), "val_psnr": (tot[1] / tot[3]).item()}
+    if model.cfg.hints:
+        res["val_psnr_hints"] = (tot[2] / tot[3]).item()
+    return res
 
 
 @torch.no_grad()
@@ -343,7 +360,7 @@ def new_model(cfg: TrainConfig, batches: Batches, pretrained: bool = True):
     a classification head its ab bins and rebalancing weights from the empirical colour prior of the
     training batches."""
     mcfg = ModelConfig(encoder=cfg.encoder, width=cfg.width, depth=cfg.depth, max_width=cfg.max_width,
-                       head="classification" if cfg.loss == "classification" else "regression")
+                       head="classification" if cfg.loss == "classification" else "regression", hints=cfg.hints)
     if mcfg.head == "classification":
         bins, prior = estimate_prior(batches, cfg)
         mcfg.num_bins = len(bins)
@@ -380,12 +397,13 @@ def model_inputs(norm, rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return l_n, ab_n
 
 
-def train_step(net, opt, crit, l_n: torch.Tensor, ab_n: torch.Tensor, lr: float, amp) -> torch.Tensor:
+def train_step(net, opt, crit, l_n: torch.Tensor, ab_n: torch.Tensor, lr: float, amp,
+               hints: torch.Tensor | None = None) -> torch.Tensor:
     """One optimizer step; returns the loss (a device tensor: no host sync)."""
     for g in opt.param_groups:
         g["lr"] = lr * g.get("lr_mult", 1.0)
     with amp:
-        out = net(l_n)
+        out = net(l_n) if hints is None else net(l_n, hints)
     loss = crit(out, ab_n)
     opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -408,6 +426,17 @@ def make_checkpoint(model, opt, cfg: TrainConfig, epoch: int, step_in_epoch: int
             "model_config": model.cfg.to_dict(), "train_config": dataclasses.asdict(cfg),
             "epoch": epoch, "step_in_epoch": step_in_epoch, "step": step, "best_val_loss": best,
             **ab_prior_entry(model, cfg.rebalance_lambda)}
+
+
+def load_init(model, ckpt: dict, path: str) -> None:
+    """--init: the checkpoint's weights into model. Only a hint model's hint inputs may be missing (an
+    automatic model fine-tuned into a hint model: they start at zero, so it starts as that model)."""
+    missing, unexpected = model.load_state_dict(init_weights(ckpt), strict=False)
+    missing = [k for k in missing if not k.startswith("hint_in.")]
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: its weights do not fit this model ("
+                              f"{len(missing)} missing, {len(unexpected)} unexpected, e.g. "
+                              f"{(missing + unexpected)[0]}); match --encoder, --width, --depth and --loss")
 
 
 def init_weights(ckpt: dict) -> dict:
@@ -458,7 +487,7 @@ def train(cfg: TrainConfig) -> dict:
             log(d, f"classification over {model.cfg.num_bins} ab bins, rebalancing lambda {cfg.rebalance_lambda}")
     mcfg, norm = model.cfg, model.cfg.norm
     if cfg.init and resume is None:
-        model.load_state_dict(init_weights(load_checkpoint(cfg.init)))
+        load_init(model, load_checkpoint(cfg.init), cfg.init)
     opt = make_optimizer(model, cfg)
     epoch, skip, step, best = 0, 0, 0, float("inf")
     if resume is not None:
@@ -532,7 +561,12 @@ def train(cfg: TrainConfig) -> dict:
         bar = tqdm(total=spe, initial=skip, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    disable=not (cfg.progress and d.main), dynamic_ncols=True)
         for s, rgb in enumerate(train_b.epoch(epoch, skip), start=skip):
-            loss = train_step(net, opt, crit, *model_inputs(norm, rgb), lr_at(step, horizon, cfg), amp)
+            l_n, ab_n = model_inputs(norm, rgb)
+            hints = None
+            if mcfg.hints:  # simulated users, drawn from a generator seeded per step (resumable)
+                g = torch.Generator().manual_seed(cfg.seed * 31_337 + epoch * 100_003 + s)
+                hints = simulate_hints(ab_n, g, p_none=cfg.hint_p_none)
+            loss = train_step(net, opt, crit, l_n, ab_n, lr_at(step, horizon, cfg), amp, hints)
             step += 1
             seen += len(rgb) * d.world
             run_loss += loss.detach()
@@ -574,8 +608,9 @@ def train(cfg: TrainConfig) -> dict:
             plot_curves(metrics, os.path.join(cfg.out, "loss_curve.png"))
             sample = f"epoch_{epoch:03d}.png" if finished_epoch else f"step_{step:07d}.png"
             save_samples(model, fixed, norm, os.path.join(cfg.out, "samples", sample))
+            with_hints = f", {v['val_psnr_hints']:.2f} dB with {VAL_HINTS} hints" if "val_psnr_hints" in v else ""
             log(d, f"epoch {m['epoch']:.2f} step {step}: train {train_loss:.4f} val {v['val_loss']:.4f} "
-                   f"psnr {v['val_psnr']:.2f} dB ({m['images_per_s']:.0f} img/s)")
+                   f"psnr {v['val_psnr']:.2f} dB{with_hints} ({m['images_per_s']:.0f} img/s)")
         if v["val_loss"] < best:
             best = v["val_loss"]
             checkpoint(epoch, skip, "best.pt")

@@ -1,0 +1,61 @@
+"""Colour hints, shown: grey | automatic | with N hints (marked) | original, on public-domain photos that
+ship with scikit-image.
+
+python -m experiments.hint_figure --model CKPT --out experiments/results/hints/hints.png [--hints 5]
+
+The hints are what a user who knew the true colours would give: N seeded random points, each with the
+original's colour there (evaluate.py's simulated users). Each hint is drawn as a ring of its colour.
+"""
+import argparse
+import sys
+
+import numpy as np
+from PIL import Image, ImageDraw
+from skimage import data
+
+from colorizer import Colorizer
+from evaluate import image_hints
+
+PHOTOS = {"coffee": data.coffee, "astronaut": data.astronaut, "chelsea": data.chelsea}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--hints", type=int, default=5)
+    p.add_argument("--height", type=int, default=220)
+    args = p.parse_args()
+    colorizer = Colorizer.from_checkpoint(args.model)
+    rows = []
+    for name, load in PHOTOS.items():
+        rgb = np.asarray(Image.fromarray(load()).convert("RGB"))
+        grey = Image.fromarray(rgb).convert("L")
+        hints = image_hints(colorizer, rgb, name, args.hints)
+        hinted = colorizer.colorize(grey, hints=hints).convert("RGB")
+        marked = hinted.copy()
+        draw = ImageDraw.Draw(marked)
+        r = max(4, rgb.shape[0] // 60)
+        for h in hints:
+            draw.ellipse((h.x - r, h.y - r, h.x + r, h.y + r), outline=(255, 255, 255), width=max(1, r // 3) + 2)
+            draw.ellipse((h.x - r, h.y - r, h.x + r, h.y + r), outline=h.rgb, width=max(1, r // 3))
+        cells = [grey.convert("RGB"), colorizer.colorize(grey).convert("RGB"), marked, Image.fromarray(rgb)]
+        w = round(rgb.shape[1] * args.height / rgb.shape[0])
+        rows.append(np.concatenate([np.asarray(c.resize((w, args.height), Image.BICUBIC)) for c in cells], 1))
+    width = max(r.shape[1] for r in rows)
+    sheet = np.full((24 + args.height * len(rows), width, 3), 255, np.uint8)
+    for i, r in enumerate(rows):
+        sheet[24 + i * args.height: 24 + (i + 1) * args.height, : r.shape[1]] = r
+    im = Image.fromarray(sheet)
+    draw = ImageDraw.Draw(im)
+    names = ["grey input", "automatic", f"with {args.hints} hints (rings)", "original"]
+    cell_w = round(PHOTOS["coffee"]().shape[1] * args.height / PHOTOS["coffee"]().shape[0])
+    for k, n in enumerate(names):
+        draw.text((k * cell_w + 6, 6), n, fill=(0, 0, 0))
+    im.save(args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
