@@ -19,7 +19,9 @@ encoding and on the mp4 a user gets:
 - speed: frames per second and CPU seconds per frame at 640x480, decode and encode included.
 
 The reference is the original colour clip through H.264 at the same crf. Writes summary.json and
-flicker.png into --out.
+flicker.png into --out. --grain and --exposure-flicker age the grey film as old films are (Gaussian
+grain of that many levels, and a random brightness gain of 1 +- that fraction per frame); the colours
+are still measured against the clean originals.
 """
 from __future__ import annotations
 
@@ -199,6 +201,8 @@ def main(argv=None) -> int:
     p.add_argument("--size", type=int, nargs=2, default=(640, 480), metavar=("W", "H"))
     p.add_argument("--crf", type=int, default=18)
     p.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
+    p.add_argument("--grain", type=float, default=0.0, help="film grain: Gaussian noise, in grey levels")
+    p.add_argument("--exposure-flicker", type=float, default=0.0, help="random brightness gain 1 +- this, per frame")
     p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="StabilizerConfig overrides")
     args = p.parse_args(argv)
     torch.set_num_threads(1)  # as the CLI: parallel strips on our threads
@@ -213,6 +217,10 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         film, ref = os.path.join(tmp, "film.mp4"), os.path.join(tmp, "original.mp4")
         greys = [np.asarray(Image.fromarray(f).convert("L")) for f in truth]
+        rng = np.random.default_rng(0)
+        greys = [np.clip(g * (1 + rng.uniform(-args.exposure_flicker, args.exposure_flicker))
+                         + rng.normal(0, args.grain, g.shape), 0, 255).round().astype(np.uint8) if args.grain
+                 or args.exposure_flicker else g for g in greys]
         encode([np.repeat(g[..., None], 3, 2) for g in greys], film, info, args.crf)
         encode(truth, ref, info, args.crf)
         results["original_before"] = summary("original", truth, truth, tfs, shot_of)
