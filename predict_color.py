@@ -119,7 +119,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--hints", metavar="FILE", help='JSON list of hints: [{"x": 120, "y": 340, "color": "#c0392b", '
                                                   '"radius": 6}, ...] (radius in pixels, optional)')
     p.add_argument("--threads", type=int, default=0,
-                   help="images (or strips of one image) worked on at once, one CPU thread each (0: one per core)")
+                   help="images (or strips of one image, or a film's next frames) worked on at once, one CPU thread "
+                        "each (0: one per core)")
     p.add_argument("--video", action="store_true",
                    help="read every input as a film, whatever its extension (e.g. .mpg, .ts or an animated GIF; "
                         ".mp4 .m4v .mov .mkv .webm .avi always are)")

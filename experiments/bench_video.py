@@ -41,9 +41,9 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter
 
 from colorizer import DEFAULT_MODEL, Colorizer
-from temporal import StabilizerConfig
+from temporal import Stabilizer, StabilizerConfig
 from utils import rgb_to_lab
-from video import frame_colorizer
+from video import colorize_frames
 from video_io import VideoInfo, VideoReader, read_frames, write_video
 
 KODAK = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "bench", "kodak")
@@ -139,19 +139,23 @@ def colorize_film(colorizer: Colorizer, film: str, out: str, stabilize: bool, co
                   workers: int, greys: list) -> tuple[list[np.ndarray], dict]:
     """The CLI's pipeline (video.colorize_video) with the frames kept before encoding (and the decoded
     greys appended to greys); and timings."""
-    colorize = frame_colorizer(colorizer, stabilize, workers, config)
-    kept = []
+    stabilizer = Stabilizer(config) if stabilize else None
+    kept, pts = [], []
     greys.clear()
     wall, cpu = time.perf_counter(), time.process_time()
     with VideoReader(film) as reader:
-        def fill(writer):
-            for grey, pts in reader.frames():
+        def decoded():
+            for grey, p in reader.frames():
                 greys.append(grey)
-                kept.append(colorize(grey))
-                writer.write(kept[-1], pts)
+                pts.append(p)
+                yield grey
+
+        def fill(writer):
+            for i, rgb in enumerate(colorize_frames(colorizer, decoded(), stabilizer, workers)):
+                kept.append(rgb)
+                writer.write(rgb, pts[i])
         write_video(out, reader.info, fill)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    stabilizer = getattr(colorize, "stabilizer", None)
     return kept, {"fps": len(kept) / wall, "cpu_s_per_frame": cpu / len(kept),
                   "cuts": stabilizer.cuts if stabilizer else None}
 
@@ -172,9 +176,9 @@ def leak(colorizer: Colorizer, greys: list[np.ndarray], stable: list[np.ndarray]
          config: StabilizerConfig, workers: int) -> dict:
     """How far the stabilised second shot is from the second shot stabilised alone, and the same for a
     stabiliser blind to cuts, run from 8 frames before the cut."""
-    alone = list(map(frame_colorizer(colorizer, True, workers, config), greys[cut:]))
+    alone = list(colorize_frames(colorizer, greys[cut:], Stabilizer(config), workers))
     blind_config = dataclasses.replace(config, cut_threshold=2.0, min_trust=0.0)
-    blind = list(map(frame_colorizer(colorizer, True, workers, blind_config), greys[cut - 8:]))[8:]
+    blind = list(colorize_frames(colorizer, greys[cut - 8:], Stabilizer(blind_config), workers))[8:]
     return {"stable": ab_distance(stable[cut:], alone), "blind_to_cuts": ab_distance(blind, alone)}
 
 

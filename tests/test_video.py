@@ -29,7 +29,8 @@ import video_io  # noqa: E402
 from colorizer import DEFAULT_MODEL, Colorizer  # noqa: E402
 from image_io import InputError  # noqa: E402
 from utils import rgb_to_lab  # noqa: E402
-from video import frame_colorizer  # noqa: E402
+from temporal import Stabilizer  # noqa: E402
+from video import colorize_frames  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 W, H, RATE, SHIFT = 96, 64, 12, 3   # frame size, frames per second, pan in pixels per frame
@@ -202,11 +203,11 @@ def pan_flicker(frames: list[np.ndarray]) -> float:
 def test_stabilizing_lowers_the_flicker_and_keeps_the_cut(clip, colorizer):
     with video_io.VideoReader(str(clip)) as r:
         greys = [g for g, _ in r.frames()]
-    per_frame = list(map(frame_colorizer(colorizer, stabilize=False), greys))
-    stabilize = frame_colorizer(colorizer, stabilize=True)
-    stable = list(map(stabilize, greys))
+    per_frame = list(colorize_frames(colorizer, greys, None))
+    stabilizer = Stabilizer()
+    stable = list(colorize_frames(colorizer, greys, stabilizer, workers=2))  # predictions run ahead
     assert pan_flicker(stable) < 0.5 * pan_flicker(per_frame)
-    assert stabilize.stabilizer.cuts == [0, PAN]
+    assert stabilizer.cuts == [0, PAN]
     assert np.array_equal(stable[PAN], per_frame[PAN])  # the second shot starts with its own colours
 
 
