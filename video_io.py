@@ -186,7 +186,7 @@ class VideoWriter:
             self.video.options = {"crf": str(DEFAULT_CRF if crf is None else crf), "preset": "medium"}
         self.step = max(1, round(1 / (info.rate * self.time_base)))
         self.last_pts = None
-        self.audio_in, self.audio_out, self.resample = audio, None, None
+        self.audio_out, self.reencode = None, False
         if audio is not None:
             self._add_audio(audio, container)
 
@@ -200,13 +200,13 @@ class VideoWriter:
             return
         codec = "libopus" if container == "webm" else "aac"
         self.audio_out = self.out.add_stream(codec, rate=48000 if codec == "libopus" else stream.rate)
-        self.resample = True
+        self.reencode = True
 
     def copy_audio(self, packet) -> None:
         """One audio packet of the input, muxed as it is (or decoded and re-encoded)."""
         if self.audio_out is None:
             return
-        if not self.resample:
+        if not self.reencode:
             packet.stream = self.audio_out
             self.out.mux(packet)
             return
@@ -229,7 +229,7 @@ class VideoWriter:
     def close(self) -> None:
         """Flush the encoders and finish the file."""
         self.out.mux(self.video.encode())
-        if self.audio_out is not None and self.resample:
+        if self.audio_out is not None and self.reencode:
             self.out.mux(self.audio_out.encode())
         self.out.close()
 
