@@ -15,6 +15,7 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
+import av  # in requirements.txt: a missing PyAV fails here rather than skipping every film test
 import numpy as np
 import pytest
 import torch
@@ -22,15 +23,13 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter
 from skimage import data
 
-av = pytest.importorskip("av")
-
-import predict_color  # noqa: E402
-import video_io  # noqa: E402
-from colorizer import DEFAULT_MODEL, Colorizer  # noqa: E402
-from image_io import InputError  # noqa: E402
-from utils import rgb_to_lab  # noqa: E402
-from temporal import Stabilizer  # noqa: E402
-from video import colorize_frames  # noqa: E402
+import predict_color
+import video_io
+from colorizer import DEFAULT_MODEL, Colorizer
+from image_io import InputError
+from temporal import Stabilizer
+from utils import rgb_to_lab
+from video import colorize_frames
 
 REPO = Path(__file__).resolve().parents[1]
 W, H, RATE, SHIFT = 96, 64, 12, 3   # frame size, frames per second, pan in pixels per frame
