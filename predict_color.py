@@ -253,9 +253,6 @@ def _hints(args: argparse.Namespace, colorizer: Colorizer, many: bool) -> list[H
     hints = [parse_hint(h) for h in args.hint] + (load_hints(args.hints) if args.hints else [])
     if hints and many:
         raise HintError("hints are in one image's pixels: give a single input image with --hint/--hints")
-    if hints and not colorizer.takes_hints:
-        raise HintError(f"{args.model}: this model was trained without colour hints (train with --hints, "
-                        "or use the shipped model)")
     return hints
 
 

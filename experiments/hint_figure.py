@@ -16,7 +16,8 @@ from skimage import data
 from colorizer import Colorizer
 from evaluate import image_hints
 
-PHOTOS = {"coffee": data.coffee, "astronaut": data.astronaut, "chelsea": data.chelsea}
+# All 3:2, so that the columns line up (the astronaut cropped to her head and shoulders).
+PHOTOS = {"coffee": data.coffee, "astronaut": lambda: data.astronaut()[90:431], "chelsea": data.chelsea}
 
 
 def main() -> int:
@@ -35,7 +36,7 @@ def main() -> int:
         hinted = colorizer.colorize(grey, hints=hints).convert("RGB")
         marked = hinted.copy()
         draw = ImageDraw.Draw(marked)
-        r = max(4, rgb.shape[0] // 60)
+        r = max(6, rgb.shape[0] // 28)
         for h in hints:
             draw.ellipse((h.x - r, h.y - r, h.x + r, h.y + r), outline=(255, 255, 255), width=max(1, r // 3) + 2)
             draw.ellipse((h.x - r, h.y - r, h.x + r, h.y + r), outline=h.rgb, width=max(1, r // 3))
@@ -49,7 +50,7 @@ def main() -> int:
     im = Image.fromarray(sheet)
     draw = ImageDraw.Draw(im)
     names = ["grey input", "automatic", f"with {args.hints} hints (rings)", "original"]
-    cell_w = round(PHOTOS["coffee"]().shape[1] * args.height / PHOTOS["coffee"]().shape[0])
+    cell_w = rows[0].shape[1] // len(names)
     for k, n in enumerate(names):
         draw.text((k * cell_w + 6, 6), n, fill=(0, 0, 0))
     im.save(args.out)

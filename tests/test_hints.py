@@ -1,6 +1,6 @@
-"""Colour hints: parsing (every form and every error), the hint input maps, simulated users, the hint
-model (starts as the automatic one, trains on a tiny folder), the CLI and API with the shipped model
-(a hint pulls the colour near it towards its chroma and leaves the grey as it was), and checkpoints
+"""Colour hints: parsing (every form and every error), the hint input maps, simulated users, propagation,
+the hint model (starts as the automatic one, trains on a tiny folder), the CLI and API with the shipped
+model (a hint pulls the colour near it towards its chroma and leaves the grey as it was), and checkpoints
 trained without hints."""
 import json
 
@@ -153,15 +153,19 @@ def test_training_with_simulated_hints_teaches_the_hint_inputs(photo_dir, tmp_pa
     assert c.takes_hints and c.colorize(grey, hints=[(3, 4, RED)]).size == grey.size
 
 
-def test_a_checkpoint_without_hints_still_loads_and_refuses_hints(tmp_path):
+def test_a_checkpoint_without_hints_still_loads_and_takes_hints_through_propagation(tmp_path):
     cfg = ModelConfig(width=8, depth=2).to_dict()
     del cfg["hints"]  # as written before hints existed
     path = tmp_path / "old.pt"
     save_checkpoint({"model": build_model(ModelConfig(width=8, depth=2)).state_dict(), "model_config": cfg}, str(path))
     c = Colorizer.from_checkpoint(str(path))
     grey = Image.new("L", (30, 20), 128)
-    assert not c.takes_hints and c.colorize(grey).size == (30, 20)
-    with pytest.raises(H.HintError, match="without colour hints"):
+    auto = c.colorize(grey)
+    assert not c.takes_hints and auto.size == (30, 20)
+    hinted = c.colorize(grey, hints=[(3, 4, RED)])   # the network ignores them; propagation spreads them
+    assert np.abs(np.asarray(hinted, np.int16) - np.asarray(auto, np.int16)).max() > 10
+    c.propagation = None
+    with pytest.raises(H.HintError, match="propagation is off"):
         c.colorize(grey, hints=[(3, 4, RED)])
 
 
@@ -169,10 +173,7 @@ def test_a_checkpoint_without_hints_still_loads_and_refuses_hints(tmp_path):
 # The shipped model, through the API and the CLI
 @pytest.fixture(scope="module")
 def shipped():
-    c = Colorizer.from_checkpoint(DEFAULT_MODEL)
-    if not c.takes_hints:
-        pytest.fail("the shipped model should take colour hints")
-    return c
+    return Colorizer.from_checkpoint(DEFAULT_MODEL)
 
 
 @pytest.fixture(scope="module")
@@ -241,3 +242,17 @@ def test_cli_hint_errors_are_one_line_and_write_nothing(shipped, kodak_grey, tmp
 def test_cli_refuses_hints_for_several_images(shipped, kodak_grey, tmp_path, run_cli):
     r = run_cli("predict_color.py", "-image", kodak_grey, kodak_grey, "-output", tmp_path, "--hint", "1,2,red")
     assert r.returncode == 2 and "single input image" in r.stderr and list(tmp_path.iterdir()) == []
+
+
+def test_propagation_spreads_a_correction_over_similar_pixels_only():
+    ab = torch.zeros(1, 2, 20, 40)
+    l = torch.full((1, 1, 20, 40), 50.0)
+    l[..., 20:] = 90.0                                     # right half much lighter
+    hint = torch.zeros(1, 3, 20, 40)
+    hint[0, :, 9:12, 4:7] = torch.tensor([0.4, -0.2, 1.0])[:, None, None]   # a (44, -22) hint on the left
+    out = H.propagate_hints(ab, l, hint, 110.0, sigma_space=0.3, sigma_l=10.0)
+    want = torch.tensor([44.0, -22.0])
+    assert torch.allclose(out[0, :, 10, 5], want, atol=0.15 * 44)          # the hinted square: nearly the hint
+    assert (out[0, 0, :, 10] > 20).all()                                      # same lightness nearby: most of it
+    assert out[0, :, :, 20:].abs().max() < 0.5                                # another lightness: nearly untouched
+    assert torch.equal(H.propagate_hints(ab, l, torch.zeros(1, 3, 20, 40), 110.0, 0.3, 10.0), ab)
