@@ -29,7 +29,11 @@ for RUN in hints nohints; do
       --out runs/$RUN/colorizer.pt --sizes 192 --temperatures 0.55 --corrections 0.35,0.45,0.55 --min-cf 0.6 \
       > runs/$RUN/export.log
 done
-# Automatic colour (issue 11's measures) for all three, then the hint model with simulated users.
+# Automatic colour (issue 11's measures) for all three; then simulated users: the hint model's network alone, the
+# hint model with propagation, and the shipped model (OLD) with propagation; the figure; the propagation grid.
 $PY evaluate.py --model "$OLD" runs/nohints/colorizer.pt runs/hints/colorizer.pt --fid --out runs/eval_hints/auto
-$PY evaluate.py --model runs/hints/colorizer.pt --hints 0 1 5 10 50 --out runs/eval_hints/hints
-$PY -m experiments.hint_figure --model runs/hints/colorizer.pt --hints 5 --out experiments/results/hints/hints.png
+$PY evaluate.py --model runs/hints/colorizer.pt --hints 0 1 5 10 50 --no-propagation --out runs/eval_hints/hints
+$PY evaluate.py --model runs/hints/colorizer.pt --hints 0 1 5 10 50 --out runs/eval_hints/prop
+$PY evaluate.py --model "$OLD" --hints 0 1 5 10 50 --out runs/eval_hints/v2prop
+$PY -m experiments.hint_figure --model "$OLD" --hints 5 --out experiments/results/hints/hints.png  # with the shipped model: OLD
+$PY -m experiments.hint_propagation_grid --model runs/hints/colorizer.pt
