@@ -16,6 +16,7 @@ import json
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import ImageColor
@@ -190,11 +191,10 @@ def hint_pyramid_level(hints: torch.Tensor, size: tuple[int, int]) -> torch.Tens
     return torch.cat([torch.where(hit, ab_sum / frac.clamp_min(1e-8), 0), hit.to(hints.dtype)], 1)
 
 
-def sample_hints(rgb, n: int, rng, net_size: tuple[int, int]) -> list[Hint]:
+def sample_hints(rgb: np.ndarray, n: int, rng: np.random.Generator, net_size: tuple[int, int]) -> list[Hint]:
     """n hints at uniformly random pixels of a colour photo rgb (H, W, 3) uint8, each with the photo's
     mean colour over the square a default hint covers (3 x 3 network pixels at net_size (w, h)): what a
     user who knows the true colours would give. rng: a numpy Generator."""
-    import numpy as np
     h, w = rgb.shape[:2]
     half_x, half_y = 1.5 * w / net_size[0], 1.5 * h / net_size[1]
     out = []

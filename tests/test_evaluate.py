@@ -66,3 +66,20 @@ def test_several_sets_and_models_in_one_run(tiny_run, photo_dir, tmp_path, capsy
         assert a["grey_psnr"] == b["grey_psnr"] and (out / name / "last_1" / "summary.json").is_file()
     printed = capsys.readouterr().out
     assert printed.count("grey ") >= 2 and "last_1" in printed
+
+
+def test_simulated_hints_are_seeded_nested_and_help(tiny_run, photo_dir, tmp_path):
+    """--hints N: the same points in every run, the first N of one draw (so 5 include the 2), and hints
+    with the originals' colours bring the colours closer than no hints, more with more of them."""
+    out = tmp_path / "eval"
+    assert evaluate.main(["--data", str(photo_dir), "--model", str(tiny_run / "last.pt"), "--out", str(out),
+                          "--limit", "6", "--hints", "0", "2", "5"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    (rows,) = res.values()
+    assert list(rows) == ["last", "last+2h", "last+5h"] and rows["last+5h"]["settings"]["hints"] == 5
+    psnr = [rows[k]["mean"]["psnr"] for k in rows]
+    assert psnr[0] < psnr[1] < psnr[2], psnr
+    col = Colorizer.from_checkpoint(str(tiny_run / "last.pt"))
+    rgb = np.asarray(Image.open(next(photo_dir.glob("*.jpg"))).convert("RGB"))
+    five = evaluate.image_hints(col, rgb, "a.jpg", 5)
+    assert evaluate.image_hints(col, rgb, "a.jpg", 2) == five[:2] and evaluate.image_hints(col, rgb, "a.jpg", 5) == five
