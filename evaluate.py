@@ -179,7 +179,7 @@ def main(argv=None) -> int:
 
     import torch
     from dataset import DataError, find_images
-    from predict_color import DEFAULT_MODEL, Colorizer
+    from colorizer import DEFAULT_MODEL, Colorizer
     from utils import CheckpointError
     if args.threads:
         torch.set_num_threads(args.threads)

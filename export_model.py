@@ -23,7 +23,7 @@ import sys
 from dataset import find_images, split_holdout
 from evaluate import evaluate
 from model import ModelConfig, build_model
-from predict_color import Colorizer
+from colorizer import Colorizer
 from train import ab_prior_entry
 from utils import float_weights, half_precision, int8_weights, load_checkpoint, save_checkpoint
 

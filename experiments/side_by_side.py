@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from skimage import data
 
-from predict_color import Colorizer  # run from the repository root with python -m
+from colorizer import Colorizer  # run from the repository root with python -m
 
 PHOTOS = {"rocket": data.rocket, "coffee": data.coffee, "astronaut": data.astronaut}
 
