@@ -211,11 +211,10 @@ class Colorizer:
         rgb = match_luma(lab_to_rgb(lab)[0], luma.to(self.device), tol)
         return rgb.mul_(255).round_().to(torch.uint8).permute(1, 2, 0).contiguous().cpu().numpy()
 
-    def _strips(self, grey: np.ndarray, workers: int, hints: list[Hint] | None = None
-                ) -> Iterator[tuple[int, np.ndarray]]:
-        """(y0, RGB rows from y0) covering the image, merged on `workers` threads."""
+    def _strips(self, grey: np.ndarray, ab: torch.Tensor, workers: int) -> Iterator[tuple[int, np.ndarray]]:
+        """(y0, RGB rows from y0) covering the image: ab (1, 2, h, w) merged with grey on `workers` threads."""
         h, w = grey.shape
-        ab = self.predict_ab(grey, hints)
+        ab = ab.to(self.device, torch.float32)
         rows = max(1, STRIP_PIXELS // w)
         starts = range(0, h, rows)
         merged = ordered_map(lambda y0: self._merge_rows(grey, ab, y0, min(h, y0 + rows)), starts, workers)
@@ -223,21 +222,13 @@ class Colorizer:
 
     def colorize_grey(self, grey: np.ndarray, workers: int = 1, hints: list[Hint] | None = None) -> np.ndarray:
         """Grey (H, W) (float in [0, 1], or uint8 / uint16 levels) -> RGB (H, W, 3) uint8 at full resolution."""
-        out = np.empty((*grey.shape, 3), dtype=np.uint8)
-        for y0, rgb in self._strips(grey, workers, hints):
-            out[y0:y0 + len(rgb)] = rgb
-        return out
+        return self.colorize_grey_with_ab(grey, self.predict_ab(grey, hints), workers)
 
     def colorize_grey_with_ab(self, grey: np.ndarray, ab: torch.Tensor, workers: int = 1) -> np.ndarray:
         """As colorize_grey, with the colour given: ab (1, 2, h, w) in Lab units, as from predict_ab (e.g.
         smoothed over a video's frames), upsampled and merged with grey's full-resolution L."""
-        h, w = grey.shape
-        ab = ab.to(self.device, torch.float32)
-        rows = max(1, STRIP_PIXELS // w)
-        starts = range(0, h, rows)
-        out = np.empty((h, w, 3), dtype=np.uint8)
-        for y0, rgb in zip(starts, ordered_map(lambda y0: self._merge_rows(grey, ab, y0, min(h, y0 + rows)),
-                                               starts, workers)):
+        out = np.empty((*grey.shape, 3), dtype=np.uint8)
+        for y0, rgb in self._strips(grey, ab, workers):
             out[y0:y0 + len(rgb)] = rgb
         return out
 
@@ -257,7 +248,7 @@ class Colorizer:
         The strips are pasted straight into the output image: no second full-size copy of the result.
         """
         out = Image.new("RGB" if alpha is None else "RGBA", (grey.shape[1], grey.shape[0]))
-        for y0, rgb in self._strips(grey, workers, hints):
+        for y0, rgb in self._strips(grey, self.predict_ab(grey, hints), workers):
             out.paste(Image.fromarray(rgb), (0, y0))
         if alpha is not None:
             out.putalpha(alpha)

@@ -192,8 +192,9 @@ def main(argv=None) -> int:
     except (DataError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    for c in colorizers:
-        c.propagation = None if args.no_propagation else c.propagation
+    if args.no_propagation:
+        for c in colorizers:
+            c.propagation = None
     nested = len(sets) > 1 or len(models) > 1 or len(args.hints) > 1
     set_names = labels_for([os.path.normpath(d) for d in args.data])
     results = {}

@@ -207,7 +207,7 @@ def sample_hints(rgb: np.ndarray, n: int, rng: np.random.Generator, net_size: tu
 
 
 def propagate_hints(ab: torch.Tensor, l: torch.Tensor, hints: torch.Tensor, ab_scale: float,
-                    sigma_space: float, sigma_l: float, strength: float = 1.0) -> torch.Tensor:
+                    sigma_space: float, sigma_l: float) -> torch.Tensor:
     """Spread what the hints correct over the pixels like them (a joint bilateral splat): ab (1, 2, h, w)
     and l (1, 1, h, w) in Lab units at the network's resolution, hints the (1, 3, h, w) hint input.
 
@@ -231,4 +231,4 @@ def propagate_hints(ab: torch.Tensor, l: torch.Tensor, hints: torch.Tensor, ab_s
     lk = l[0, 0, ys, xs]
     wk = wy[:, :, None] * wx[:, None, :] * torch.exp(-(l[0, 0][None] - lk[:, None, None]) ** 2 / (2 * sigma_l ** 2))
     corr = torch.einsum("ck,khw->chw", r, wk) / (wk.sum(0) + 1)
-    return ab + strength * corr[None]
+    return ab + corr[None]

@@ -403,7 +403,7 @@ def train_step(net, opt, crit, l_n: torch.Tensor, ab_n: torch.Tensor, lr: float,
     for g in opt.param_groups:
         g["lr"] = lr * g.get("lr_mult", 1.0)
     with amp:
-        out = net(l_n) if hints is None else net(l_n, hints)
+        out = net(l_n, hints)
     loss = crit(out, ab_n)
     opt.zero_grad(set_to_none=True)
     loss.backward()

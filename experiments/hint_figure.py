@@ -15,6 +15,7 @@ from skimage import data
 
 from colorizer import Colorizer
 from evaluate import image_hints
+from experiments.side_by_side import labelled_sheet
 
 # All 3:2, so that the columns line up (the astronaut cropped to her head and shoulders).
 PHOTOS = {"coffee": data.coffee, "astronaut": lambda: data.astronaut()[90:431], "chelsea": data.chelsea}
@@ -33,26 +34,15 @@ def main() -> int:
         rgb = np.asarray(Image.fromarray(load()).convert("RGB"))
         grey = Image.fromarray(rgb).convert("L")
         hints = image_hints(colorizer, rgb, name, args.hints)
-        hinted = colorizer.colorize(grey, hints=hints).convert("RGB")
-        marked = hinted.copy()
+        marked = colorizer.colorize(grey, hints=hints).convert("RGB")
         draw = ImageDraw.Draw(marked)
         r = max(6, rgb.shape[0] // 28)
         for h in hints:
             draw.ellipse((h.x - r, h.y - r, h.x + r, h.y + r), outline=(255, 255, 255), width=max(1, r // 3) + 2)
             draw.ellipse((h.x - r, h.y - r, h.x + r, h.y + r), outline=h.rgb, width=max(1, r // 3))
-        cells = [grey.convert("RGB"), colorizer.colorize(grey).convert("RGB"), marked, Image.fromarray(rgb)]
-        w = round(rgb.shape[1] * args.height / rgb.shape[0])
-        rows.append(np.concatenate([np.asarray(c.resize((w, args.height), Image.BICUBIC)) for c in cells], 1))
-    width = max(r.shape[1] for r in rows)
-    sheet = np.full((24 + args.height * len(rows), width, 3), 255, np.uint8)
-    for i, r in enumerate(rows):
-        sheet[24 + i * args.height: 24 + (i + 1) * args.height, : r.shape[1]] = r
-    im = Image.fromarray(sheet)
-    draw = ImageDraw.Draw(im)
+        rows.append([grey.convert("RGB"), colorizer.colorize(grey).convert("RGB"), marked, Image.fromarray(rgb)])
     names = ["grey input", "automatic", f"with {args.hints} hints (rings)", "original"]
-    cell_w = rows[0].shape[1] // len(names)
-    for k, n in enumerate(names):
-        draw.text((k * cell_w + 6, 6), n, fill=(0, 0, 0))
+    im = labelled_sheet(rows, names, args.height)
     im.save(args.out)
     print(f"wrote {args.out}")
     return 0

@@ -18,6 +18,24 @@ from colorizer import Colorizer  # run from the repository root with python -m
 PHOTOS = {"rocket": data.rocket, "coffee": data.coffee, "astronaut": data.astronaut}
 
 
+def labelled_sheet(rows: list[list[Image.Image]], names: list[str], height: int) -> Image.Image:
+    """Rows of RGB images (the same count each), every image shown at `height`, under a strip of column
+    names (placed for the first row's cell width)."""
+    strips = []
+    for cells in rows:
+        w = round(cells[0].width * height / cells[0].height)
+        strips.append(np.concatenate([np.asarray(c.resize((w, height), Image.BICUBIC)) for c in cells], 1))
+    sheet = np.full((24 + height * len(strips), max(r.shape[1] for r in strips), 3), 255, np.uint8)
+    for i, r in enumerate(strips):
+        sheet[24 + i * height: 24 + (i + 1) * height, : r.shape[1]] = r
+    im = Image.fromarray(sheet)
+    cell_w = strips[0].shape[1] // len(names)
+    draw = ImageDraw.Draw(im)
+    for k, n in enumerate(names):
+        draw.text((k * cell_w + 6, 6), n, fill=(0, 0, 0))
+    return im
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("models", nargs="+", help="NAME=CHECKPOINT")
@@ -30,18 +48,8 @@ def main() -> int:
     for load in PHOTOS.values():
         rgb = Image.fromarray(load()).convert("RGB")
         grey = rgb.convert("L")
-        cells = [grey.convert("RGB")] + [c.colorize(grey).convert("RGB") for _, c in models] + [rgb]
-        w = round(rgb.width * args.height / rgb.height)
-        rows.append(np.concatenate([np.asarray(c.resize((w, args.height), Image.BICUBIC)) for c in cells], 1))
-    width = max(r.shape[1] for r in rows)
-    sheet = np.full((24 + args.height * len(rows), width, 3), 255, np.uint8)
-    for i, r in enumerate(rows):
-        sheet[24 + i * args.height: 24 + (i + 1) * args.height, : r.shape[1]] = r
-    im = Image.fromarray(sheet)
-    cell_w = rows[0].shape[1] // len(names)
-    draw = ImageDraw.Draw(im)
-    for k, n in enumerate(names):
-        draw.text((k * cell_w + 6, 6), n, fill=(0, 0, 0))
+        rows.append([grey.convert("RGB")] + [c.colorize(grey).convert("RGB") for _, c in models] + [rgb])
+    im = labelled_sheet(rows, names, args.height)
     im.save(args.out)
     print(f"wrote {args.out}")
     return 0
