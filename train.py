@@ -355,14 +355,18 @@ def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
 
-def new_model(cfg: TrainConfig, batches: Batches, pretrained: bool = True):
+def new_model(cfg: TrainConfig, batches: Batches, pretrained: bool = True, init: dict | None = None):
     """A freshly initialised model for cfg: a pretrained encoder gets its ImageNet weights (pretrained=True),
     a classification head its ab bins and rebalancing weights from the empirical colour prior of the
-    training batches."""
+    training batches, or, fine-tuning from `init` (a classification checkpoint), that checkpoint's bins and
+    prior: its head's classes stay the ones it was trained on, whatever the new crop size or data."""
     mcfg = ModelConfig(encoder=cfg.encoder, width=cfg.width, depth=cfg.depth, max_width=cfg.max_width,
                        head="classification" if cfg.loss == "classification" else "regression", hints=cfg.hints)
     if mcfg.head == "classification":
-        bins, prior = estimate_prior(batches, cfg)
+        if init is not None and "ab_prior" in init:
+            bins, prior = init["ab_prior"]["bins"].float(), init["ab_prior"]["prior"].float()
+        else:
+            bins, prior = estimate_prior(batches, cfg)
         mcfg.num_bins = len(bins)
     model = build_model(mcfg)
     if mcfg.encoder != "unet" and pretrained:
@@ -430,9 +434,11 @@ def make_checkpoint(model, opt, cfg: TrainConfig, epoch: int, step_in_epoch: int
 
 def load_init(model, ckpt: dict, path: str) -> None:
     """--init: the checkpoint's weights into model. Only a hint model's hint inputs may be missing (an
-    automatic model fine-tuned into a hint model: they start at zero, so it starts as that model)."""
-    missing, unexpected = model.load_state_dict(init_weights(ckpt), strict=False)
-    missing = [k for k in missing if not k.startswith("hint_in.")]
+    automatic model fine-tuned into a hint model: they start at zero, so it starts as that model). The
+    classification loss's rebalancing weights stay those new_model set from this run's --rebalance-lambda."""
+    weights = {k: v for k, v in init_weights(ckpt).items() if k != "log_weights"}
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    missing = [k for k in missing if not k.startswith("hint_in.") and k != "log_weights"]
     if missing or unexpected:
         raise CheckpointError(f"{path}: its weights do not fit this model ("
                               f"{len(missing)} missing, {len(unexpected)} unexpected, e.g. "
@@ -482,12 +488,14 @@ def train(cfg: TrainConfig) -> dict:
     if resume is not None:
         model = build_model(resume["model_config"]).to(d.device)
     else:
-        model = new_model(cfg, train_b, pretrained=not cfg.init).to(d.device)
+        init = load_checkpoint(cfg.init) if cfg.init else None
+        model = new_model(cfg, train_b, pretrained=init is None, init=init).to(d.device)
         if model.cfg.head == "classification":
-            log(d, f"classification over {model.cfg.num_bins} ab bins, rebalancing lambda {cfg.rebalance_lambda}")
+            log(d, f"classification over {model.cfg.num_bins} ab bins{' (from --init)' if init else ''}, "
+                   f"rebalancing lambda {cfg.rebalance_lambda}")
+        if init is not None:
+            load_init(model, init, cfg.init)
     mcfg, norm = model.cfg, model.cfg.norm
-    if cfg.init and resume is None:
-        load_init(model, load_checkpoint(cfg.init), cfg.init)
     opt = make_optimizer(model, cfg)
     epoch, skip, step, best = 0, 0, 0, float("inf")
     if resume is not None:

@@ -8,7 +8,7 @@ import torch
 
 import export_model
 import train
-from utils import load_checkpoint
+from utils import load_checkpoint, rebalance_weights
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +80,27 @@ def test_members_make_an_int8_ensemble_chosen_with_its_stored_weights(cls_run, t
     torch.save(ck, other)
     with pytest.raises(SystemExit):
         export_model.main(["--run", str(run), "--out", str(tmp_path / "x.pt"), "--members", str(other)])
+
+
+def test_fine_tuning_at_another_crop_size_keeps_the_heads_classes(cls_run, tmp_path):
+    """--init from a classification run at a new crop size (whose own prior estimate would give other bins)
+    keeps the checkpoint's ab bins and prior; the loss's weights follow this run's --rebalance-lambda."""
+    run, data = cls_run
+    init = load_checkpoint(str(run / "best.pt"))
+    out = tmp_path / "ft"
+    r = train.train(train.parse_args([
+        "--data", str(data), "--out", str(out), "--init", str(run / "best.pt"), "--loss", "classification",
+        "--rebalance-lambda", "0.8", "--val-fraction", "0.25", "--max-steps", "1", "--batch-size", "4",
+        "--crop-size", "48", "--resize", "56", "--width", "8", "--depth", "2", "--cache-dir", "",
+        "--workers", "0", "--no-progress"]))
+    assert r["stopped"] is None
+    ft = load_checkpoint(str(out / "last.pt"))
+    assert ft["model_config"]["num_bins"] == init["model_config"]["num_bins"]
+    torch.testing.assert_close(ft["model"]["bins"], init["model"]["bins"])
+    torch.testing.assert_close(ft["ab_prior"]["prior"], init["ab_prior"]["prior"], atol=1e-5, rtol=1e-4)
+    want = rebalance_weights(init["ab_prior"]["prior"], 0.8).log()
+    torch.testing.assert_close(ft["model"]["log_weights"], want, atol=1e-5, rtol=1e-4)
+    assert (want - init["model"]["log_weights"]).abs().max() > 0.1  # lambda 0.5 weighted them otherwise
 
 
 def test_a_shipped_ensemble_can_start_a_new_training_run(cls_run, tmp_path):
