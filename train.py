@@ -29,8 +29,8 @@ from backbones import PretrainedWeightsMissing, pretrained_state_dict
 from hints import simulate_hints
 from model import ENCODERS, ModelConfig, build_model
 from utils import (AB_GRID_N, CheckpointError, ab_grid_index, float_weights, grid_centers, load_checkpoint,
-                   prior_from_counts, prior_from_weights, rebalance_weights, save_checkpoint, seed_everything,
-                   soft_encode)
+                   prior_from_counts, prior_from_weights, rebalance_weights, remove_temporaries_on_signals,
+                   save_checkpoint, seed_everything, soft_encode)
 
 LOSSES = ("mse", "l1", "huber", "classification")
 
@@ -643,13 +643,17 @@ def train(cfg: TrainConfig) -> dict:
 
 def main(argv=None) -> int:
     cfg = parse_args(argv)
+    resume_hint = "resume with --resume " + os.path.join(cfg.out, "last.pt")
     try:
-        result = train(cfg)
+        # SIGTERM / SIGHUP (a scheduler, a closed terminal) while a checkpoint is being written: its temporary
+        # file goes, the previous last.pt stays. SIGINT is Python's KeyboardInterrupt, handled below.
+        with remove_temporaries_on_signals(f"stopped by {{signal}}; {resume_hint}", signals=("SIGTERM", "SIGHUP")):
+            result = train(cfg)
     except (DataError, CheckpointError, PretrainedWeightsMissing) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; resume with --resume " + os.path.join(cfg.out, "last.pt"), file=sys.stderr)
+        print(f"interrupted; {resume_hint}", file=sys.stderr)
         return 130
     finally:
         if dist.is_available() and dist.is_initialized():

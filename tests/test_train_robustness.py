@@ -169,3 +169,38 @@ def test_save_checkpoint_failing_midway_keeps_the_old_file_and_no_temporary(tmp_
     with pytest.raises(OSError):
         save_checkpoint({"model": {"w": torch.zeros(3)}, "model_config": {}}, str(path))
     assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+
+
+def test_sigterm_while_a_checkpoint_is_written_leaves_the_previous_one_and_no_temporary(
+        photo_dir, tmp_path, tiny_argv, repo, child_env):
+    """A scheduler's SIGTERM in the middle of writing last.pt: the process ends by that signal with one line
+    saying how to resume; the half-written temporary file is gone and last.pt is the previous checkpoint."""
+    out = tmp_path / "run"
+    argv = tiny_argv(photo_dir, out, "--batch-size", "1", "--epochs", "1", "--checkpoint-every", "2")
+    # The second checkpoint write stalls after torch.save has filled its temporary file.
+    code = ("import sys, time, torch, train\n"
+            "save, calls = torch.save, []\n"
+            "def stalling_save(obj, f, *a, **k):\n"
+            "    save(obj, f, *a, **k)\n"
+            "    calls.append(1)\n"
+            "    if len(calls) == 2:\n"
+            "        f.flush(); print('WRITING', obj['step'], flush=True); time.sleep(120)\n"
+            "torch.save = stalling_save\n"
+            f"sys.exit(train.main({[str(a) for a in argv]!r}))\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=repo, env=child_env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        line = ""
+        while proc.poll() is None and not line.startswith("WRITING"):
+            line = proc.stdout.readline()
+        assert line.startswith("WRITING"), proc.stderr.read()
+        assert [p.name for p in out.glob(".tmp_*")], "the stalled write has a temporary file"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGTERM
+    assert err.strip().splitlines()[-1] == f"stopped by SIGTERM; resume with --resume {out / 'last.pt'}"
+    assert not list(out.glob(".tmp_*"))
+    assert load_checkpoint(str(out / "last.pt"))["step"] == 2  # the first checkpoint, intact
