@@ -379,7 +379,7 @@ def new_model(cfg: TrainConfig, batches: Batches, pretrained: bool = True, init:
 
 def make_optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
     """AdamW; a pretrained encoder trains at --encoder-lr times the decoder's rate (each group's lr_mult),
-    or not at all (0: frozen, its BatchNorm statistics kept)."""
+    or not at all (0: left out; train() freezes it, BatchNorm statistics included)."""
     if model.cfg.encoder == "unet":
         return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     enc = list(model.encoder.parameters())
@@ -387,8 +387,6 @@ def make_optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
     groups = [{"params": [p for p in model.parameters() if id(p) not in ids], "lr_mult": 1.0}]
     if cfg.encoder_lr > 0:
         groups.append({"params": enc, "lr_mult": cfg.encoder_lr})
-    else:
-        model.freeze_encoder()
     return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
@@ -496,6 +494,8 @@ def train(cfg: TrainConfig) -> dict:
         if init is not None:
             load_init(model, init, cfg.init)
     mcfg, norm = model.cfg, model.cfg.norm
+    if mcfg.encoder != "unet" and cfg.encoder_lr == 0:
+        model.freeze_encoder()
     opt = make_optimizer(model, cfg)
     epoch, skip, step, best = 0, 0, 0, float("inf")
     if resume is not None:
