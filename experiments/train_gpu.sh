@@ -44,18 +44,4 @@ PYTHONUNBUFFERED=1 timeout $(( BUDGET + 120 )) $PY train.py --data "$DATA" --val
     --no-progress ${EXTRA:-} 2>&1 | tee "$RESULTS/train.log"
 echo "train.py exit status ${PIPESTATUS[0]}"
 set -e
-$PY - "$RUN" "$RESULTS" ${KEEP:-best.pt} <<'PYEOF'
-import os, shutil, sys
-from utils import half_precision, load_checkpoint, save_checkpoint
-run, res, *keep = sys.argv[1:]
-for name in keep:
-    ck = load_checkpoint(os.path.join(run, name))
-    ck.pop("optimizer", None)
-    ck["model"] = half_precision(ck["model"])
-    save_checkpoint(ck, os.path.join(res, name.replace(".pt", "_fp16.pt")))
-for name in ("metrics.jsonl", "config.json", "loss_curve.png"):
-    shutil.copy(os.path.join(run, name), res)
-samples = sorted(os.listdir(os.path.join(run, "samples")))
-shutil.copy(os.path.join(run, "samples", samples[-1]), os.path.join(res, "samples_last.png"))
-print("results:", sorted(os.listdir(res)))
-PYEOF
+$PY -m experiments.collect_run "$RUN" "$RESULTS" ${KEEP:-best.pt}
