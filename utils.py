@@ -284,8 +284,16 @@ def _new_file_mode() -> int:
 
 
 def half_precision(state_dict: dict) -> dict:
-    """A state dict with its floating-point tensors in float16 (for shipping; loading casts them back)."""
-    return {k: (v.half() if v.is_floating_point() else v) for k, v in state_dict.items()}
+    """A state dict with its floating-point tensors in float16 (for shipping; loading casts them back).
+
+    A tensor with values beyond float16's range stays float32: a BatchNorm running_var above 65504 would
+    become inf and silence its channels (the v2 model's first decoder block has 17 such channels)."""
+    return {k: _half_if_in_range(v) if v.is_floating_point() else v for k, v in state_dict.items()}
+
+
+def _half_if_in_range(v: torch.Tensor) -> torch.Tensor:
+    h = v.half()
+    return h if bool((torch.isfinite(h) | ~torch.isfinite(v)).all()) else v.float()
 
 
 INT8_SCALE = ".int8_scale"  # key suffix of the per-channel scales of an int8-stored weight

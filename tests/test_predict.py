@@ -625,6 +625,28 @@ def test_half_precision_checkpoint_loads(tmp_path, ckpts):
     assert np.abs(arr(a) - arr(b)).max() <= 3
 
 
+@pytest.mark.parametrize("store", ["half_precision", "int8_weights"])
+def test_batch_norm_statistics_beyond_float16_survive_compact_storage(store, tmp_path, ckpts):
+    """A running_var above float16's 65504 (the v2 model has 17) would be stored as inf, which silences its
+    channels: compact storage keeps such a tensor in float32, and the colours stay the float32 model's."""
+    ck = torch.load(ckpts.tiny, weights_only=True)
+    sd = {k: v.float() if v.is_floating_point() else v for k, v in ck["model"].items()}
+    key = next(k for k in sd if k.endswith("running_var"))
+    # A quarter of the channels out of float16's range, their scale raised to match: the same network.
+    n = max(1, len(sd[key]) // 4)
+    sd[key][:n] *= 1e6
+    sd[key.replace("running_var", "weight")][:n] *= 1e3
+    stored = getattr(utils, store)(sd)
+    assert torch.isinf(sd[key].half()).any()  # what plain float16 storage would do
+    torch.testing.assert_close(utils.float_weights(stored)[key], sd[key])
+    ab = []
+    for name, weights in (("float32", sd), ("stored", stored)):
+        utils.save_checkpoint({**ck, "model": weights}, str(tmp_path / f"{name}.pt"))
+        ab.append(predict_color.Colorizer.from_checkpoint(str(tmp_path / f"{name}.pt")).predict_ab(
+            np.asarray(grey_photo(48, 32))))
+    assert (ab[0] - ab[1]).abs().max() < 0.5  # Lab units
+
+
 def test_an_int8_ensemble_checkpoint_loads_and_averages_its_members(tmp_path):
     cfg = ModelConfig(width=8, depth=2, head="classification", num_bins=40)
     one = [torch.load(save_model(tmp_path / f"m{i}.pt", cfg, seed=i), weights_only=True)["model"] for i in (1, 2)]
