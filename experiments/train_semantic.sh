@@ -22,11 +22,11 @@ else
       --crop-size 128 --resize 144 --scale-min 0.6 --batch-size "${BATCH:-16}" --lr "${LR:-1e-3}" \
       --warmup-steps 300 --epochs "${EPOCHS:-5}" --checkpoint-every 250 --no-progress
 fi
-# best.pt: the lowest validation loss on val/general. Decode settings (network input size, temperature,
-# prior correction) chosen on val/general too: the most accurate setting with at least 75% of the
-# originals' colourfulness. float16 storage.
+# best.pt: the lowest validation loss on val/general. Decode settings (temperature, prior correction at a
+# 192-px network input) chosen on val/general too: the most accurate setting at least as colourful as v1 was
+# there (60% of the originals' colourfulness; experiments/README.md, "Decode setting"). float16 storage.
 $PY export_model.py --run "$RUN" --checkpoint best.pt --select "$DATA/val/general" --images 0 \
-    --out "$RUN/colorizer.pt" --sizes "${SIZES:-128,192}" --temperatures 0.38,0.55,0.75,1.0 \
-    --corrections 0.5,0.7,0.85,1.0 --min-cf 0.75
+    --out "$RUN/colorizer.pt" --sizes "${SIZES:-192}" --temperatures "${TEMPERATURES:-0.55}" \
+    --corrections "${CORRECTIONS:-0.25,0.35,0.40,0.45,0.50,0.55,0.70}" --min-cf "${MIN_CF:-0.60}"
 $PY evaluate.py --model "$OLD" "$RUN/colorizer.pt" --fid --out runs/eval_semantic
 $PY bench_inference.py --model "$OLD" "$RUN/colorizer.pt" --out runs/eval_semantic/inference-cpu.json
