@@ -138,8 +138,7 @@ def setup(args):
     mcfg = model.cfg
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     crit = Criterion(cfg.loss, model)
-    if cuda:
-        model = model.to(memory_format=torch.channels_last)
+    model = model.to(memory_format=torch.channels_last)
     amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.amp and cuda)
     norm = mcfg.norm
     horizon = 10 ** 6

@@ -391,12 +391,10 @@ def make_optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 
 def model_inputs(norm, rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 RGB batch on the device -> (normalised L, channels-last on CUDA; normalised ab target).
+    """uint8 RGB batch on the device -> (normalised L, channels-last; normalised ab target).
     The Lab conversion runs batched on the device, in float32."""
     l_n, ab_n = norm.split(rgb)
-    if l_n.is_cuda:
-        l_n = l_n.contiguous(memory_format=torch.channels_last)
-    return l_n, ab_n
+    return l_n.contiguous(memory_format=torch.channels_last), ab_n
 
 
 def train_step(net, opt, crit, l_n: torch.Tensor, ab_n: torch.Tensor, lr: float, amp,
@@ -506,8 +504,9 @@ def train(cfg: TrainConfig) -> dict:
     crit = Criterion(cfg.loss, model)
 
     cuda = d.device.type == "cuda"
+    # Channels-last: faster on CUDA, and on this project's 2-core CPU too (6-10% per training step).
+    model = model.to(memory_format=torch.channels_last)
     if cuda:
-        model = model.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
     net = torch.compile(model) if cfg.compile else model
     if d.enabled:
