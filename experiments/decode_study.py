@@ -10,8 +10,8 @@ python experiments/decode_study.py --model checkpoints/colorizer.pt --images ../
    sum |f - mean f|^2 over f: f - m = lambda (f - mu), so f = mu + (m - mu) / (1 - lambda)), and
    the spread is what the Hasler-Suesstrunk colourfulness mostly measures.
 
-The network runs once per photo at the checkpoint's size; each decode is then merged with the full-
-resolution L exactly as the colorizer does and scored with evaluate.py's PSNR and colourfulness.
+Each decode is scored as export_model.py scores its grid: evaluate.evaluate over the photos, with the
+colorizer at the checkpoint's network size.
 """
 from __future__ import annotations
 
@@ -19,49 +19,26 @@ import argparse
 import os
 import sys
 
-import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from colorizer import Colorizer, _downscale, _grey_to_l  # noqa: E402
+from colorizer import Colorizer  # noqa: E402
 from dataset import find_images  # noqa: E402
-from evaluate import colourfulness, psnr  # noqa: E402
+from evaluate import evaluate  # noqa: E402
 
 
-def network_outputs(col: Colorizer, paths: list[str]) -> list[tuple]:
-    """(original RGB, grey, head output in float16, network size) per photo."""
-    out = []
-    with torch.inference_mode():
-        for path in paths:
-            with Image.open(path) as im:
-                true = np.asarray(im.convert("RGB"))
-            grey = np.asarray(Image.fromarray(true).convert("L"))
-            nw, nh = col.net_size(grey.shape[1], grey.shape[0])
-            l_small = _grey_to_l(_downscale(grey, (nw, nh)))[None, None]
-            out.append((true, grey, col.model(col.norm.l(l_small)).half(), (nh, nw)))
-    return out
+def centred_gain(model: torch.nn.Module, gain: float) -> torch.nn.Module:
+    """The same network whose decode (the annealed mean) is followed by mu + gain (ab - mu), mu the image's
+    mean ab. It shares the weights; only this instance's decode changes."""
+    annealed = type(model).decode.__get__(model)
 
+    def decode(out: torch.Tensor, **knobs) -> torch.Tensor:
+        ab = annealed(out, **knobs)
+        mu = ab.mean((2, 3), keepdim=True)
+        return mu + gain * (ab - mu)
 
-def score(col: Colorizer, outputs: list[tuple], temperature: float, correction: float, gain: float | None
-          ) -> tuple[float, float]:
-    """(mean PSNR gain over grey in dB, colourfulness share of the originals') of one decode; gain None:
-    the annealed mean as it is, else the centred chroma gain k."""
-    ps, grey_ps, cf, cf_orig = [], [], [], []
-    with torch.inference_mode():
-        for true, grey, out, size in outputs:
-            ab = col.model.decode(out.float(), temperature=temperature, prior_correction=correction)
-            if gain is not None:
-                mu = ab.mean((2, 3), keepdim=True)
-                ab = mu + gain * (ab - mu)
-            ab = col.norm.ab_inv(F.interpolate(ab, size=size, mode="bilinear", align_corners=False)).float()
-            pred = col.colorize_grey_with_ab(grey, ab)
-            ps.append(psnr(pred, true))
-            grey_ps.append(psnr(np.repeat(grey[..., None], 3, -1), true))
-            cf.append(colourfulness(pred))
-            cf_orig.append(colourfulness(true))
-    return float(np.mean(ps) - np.mean(grey_ps)), float(np.mean(cf) / np.mean(cf_orig))
+    model.decode = decode
+    return model
 
 
 def main(argv=None) -> int:
@@ -74,20 +51,21 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    col = Colorizer.from_checkpoint(args.model)
-    if col.model.cfg.head != "classification":
+    shipped = Colorizer.from_checkpoint(args.model)
+    if shipped.model.cfg.head != "classification":
         p.error("the decode knobs exist for a classification head only")
-    outputs = network_outputs(col, find_images(args.images))
-    print(f"{args.model} on {len(outputs)} photos of {args.images}, network at {col.size} px")
+    paths = find_images(args.images)
+    print(f"{args.model} on {len(paths)} photos of {args.images}, network at {shipped.size} px")
     print("| decode | PSNR gain over grey | colourfulness share |\n|---|---|---|")
-    rows = [(col.temperature, float(c), None) for c in args.corrections.split(",")]
+    rows = [(shipped.temperature, float(c), None) for c in args.corrections.split(",")]
     for base in args.bases.split(";"):
         t, c = map(float, base.split(","))
         rows += [(t, c, float(k)) for k in args.gains.split(",")]
     for t, c, k in rows:
-        gain, cf = score(col, outputs, t, c, k)
+        model = shipped.model if k is None else centred_gain(Colorizer.from_checkpoint(args.model).model, k)
+        m = evaluate(Colorizer(model, shipped.size, t, c), paths, progress=False)["mean"]
         name = f"annealed mean, T {t}, c {c}" if k is None else f"centred gain {k} on T {t}, c {c}"
-        print(f"| {name} | {gain:+.2f} dB | {100 * cf:.0f}% |", flush=True)
+        print(f"| {name} | {m['psnr'] - m['grey_psnr']:+.2f} dB | {100 * m['cf_ratio']:.0f}% |", flush=True)
     return 0
 
 
