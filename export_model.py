@@ -69,6 +69,8 @@ def main(argv=None) -> int:
     nets = model.members if len(members) > 1 else [model]
     for net, m in zip(nets, members):
         net.load_state_dict(float_weights(m["model"]))
+    if "ab_prior" in ckpt:
+        nets[0].ab_prior = ckpt["ab_prior"]["prior"].float()
     # Choose the settings with the weights exactly as they will be stored.
     stored = (int8_weights if args.int8 else half_precision)(model.state_dict())
     model.load_state_dict(float_weights(stored))

@@ -374,6 +374,7 @@ def new_model(cfg: TrainConfig, batches: Batches, pretrained: bool = True, init:
     if mcfg.head == "classification":
         model.bins.copy_(bins)
         model.log_weights.copy_(rebalance_weights(prior, cfg.rebalance_lambda).log())
+        model.ab_prior = prior.float().cpu()  # kept for the checkpoints: --rebalance-lambda 1 erases it
     return model
 
 
@@ -451,11 +452,15 @@ def init_weights(ckpt: dict) -> dict:
 
 
 def ab_prior_entry(model, lam: float) -> dict:
-    """Classification checkpoints also carry the empirical ab prior (over model.bins) and its lambda."""
+    """Classification checkpoints also carry the empirical ab prior (over model.bins) and its lambda: the
+    one new_model (or the checkpoint the model came from) set as model.ab_prior, else the one the
+    rebalancing weights imply (which a lambda of 1, uniform weights, does not determine)."""
     if model.cfg.head != "classification":
         return {}
-    return {"ab_prior": {"bins": model.bins.detach().cpu(), "lambda": lam,
-                         "prior": prior_from_weights(model.log_weights.detach().cpu(), lam)}}
+    prior = getattr(model, "ab_prior", None)
+    if prior is None:
+        prior = prior_from_weights(model.log_weights.detach().cpu(), lam)
+    return {"ab_prior": {"bins": model.bins.detach().cpu(), "lambda": lam, "prior": prior}}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -483,6 +488,8 @@ def train(cfg: TrainConfig) -> dict:
 
     if resume is not None:
         model = build_model(resume["model_config"]).to(d.device)
+        if "ab_prior" in resume:
+            model.ab_prior = resume["ab_prior"]["prior"].float()
     else:
         init = load_checkpoint(cfg.init) if cfg.init else None
         model = new_model(cfg, train_b, pretrained=init is None, init=init).to(d.device)

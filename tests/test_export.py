@@ -117,3 +117,26 @@ def test_a_shipped_ensemble_can_start_a_new_training_run(cls_run, tmp_path):
         "--loss", "classification", "--val-fraction", "0.25", "--max-steps", "1", "--batch-size", "4",
         "--crop-size", "32", "--width", "8", "--depth", "2", "--cache-dir", "", "--workers", "0", "--no-progress"]))
     assert r["stopped"] is None
+
+
+def test_the_ab_prior_survives_a_run_without_rebalancing(cls_run, tmp_path):
+    """--rebalance-lambda 1 makes the loss's weights uniform; the checkpoints (a resumed run's and the
+    exported one too) still carry the empirical prior, so a later fine-tune with rebalancing can use it."""
+    data = cls_run[1]
+    out = tmp_path / "flat"
+    common = ["--out", str(out), "--cache-dir", "", "--workers", "0", "--no-progress"]
+    train.train(train.parse_args([
+        "--data", str(data), "--loss", "classification", "--rebalance-lambda", "1", "--val-fraction", "0.25",
+        "--max-steps", "1", "--batch-size", "4", "--crop-size", "32", "--width", "8", "--depth", "2", *common]))
+    first = load_checkpoint(str(out / "last.pt"))
+    assert first["model"]["log_weights"].abs().max() < 1e-5  # uniform: no rebalancing
+    prior = first["ab_prior"]["prior"]
+    assert prior.max() > 2 * prior.min() and abs(prior.sum().item() - 1) < 1e-4  # not the uniform one
+
+    train.train(train.parse_args(["--resume", str(out / "last.pt"), "--max-steps", "2", *common]))
+    resumed = load_checkpoint(str(out / "last.pt"))
+    assert resumed["step"] == 2
+    torch.testing.assert_close(resumed["ab_prior"]["prior"], prior)
+
+    shipped, _ = export(out, tmp_path, "--checkpoint", "last.pt")
+    torch.testing.assert_close(shipped["ab_prior"]["prior"], prior)
