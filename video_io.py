@@ -9,7 +9,10 @@ final name.
 
 The output keeps the input's resolution, frame timestamps (so its frame rate and any variable timing)
 and audio (copied as it is when the output container takes its codec, else re-encoded). Video is encoded
-as H.264 (yuv420p, tagged BT.601) in mp4, mov, mkv and avi, and as VP9 in webm.
+as H.264 (yuv420p, tagged BT.601) in mp4, mov, mkv and avi, and as VP9 in webm. A film stored turned,
+with a display rotation (as phones record portrait video), is read upright, as players show it and as
+FFmpeg's own command turns it, and written upright without one: a 1920x1080 film shown as portrait
+comes out 1080x1920.
 """
 from __future__ import annotations
 
@@ -108,6 +111,7 @@ class VideoReader:
         self.video.thread_type = "AUTO"  # frame-parallel decoding
         self.audio = self.container.streams.audio[0] if self.container.streams.audio else None
         self.timestamps = not _NO_TIMESTAMPS & set(self.container.format.name.split(","))
+        self.turns = display_turns(path)
         self.info = self._info()
 
     def _info(self) -> VideoInfo:
@@ -116,8 +120,10 @@ class VideoReader:
         frames = s.frames
         if not frames and s.duration and s.time_base:
             frames = round(float(s.duration * s.time_base * rate))
-        return VideoInfo(s.codec_context.width, s.codec_context.height, Fraction(rate),
-                         Fraction(s.time_base or 1 / rate), frames or 0)
+        w, h = s.codec_context.width, s.codec_context.height
+        if self.turns % 2:
+            w, h = h, w
+        return VideoInfo(w, h, Fraction(rate), Fraction(s.time_base or 1 / rate), frames or 0)
 
     def frames(self, audio: Callable[[object], None] | None = None) -> Iterator[tuple[np.ndarray, int | None]]:
         """(grey (H, W) uint8 full-range luma, pts in info.time_base or None) per frame, in display
@@ -133,7 +139,10 @@ class VideoReader:
                     continue
                 for frame in packet.decode():
                     count += 1
-                    yield frame.to_ndarray(format="gray"), frame.pts if self.timestamps else None
+                    grey = frame.to_ndarray(format="gray")
+                    if self.turns:
+                        grey = np.ascontiguousarray(np.rot90(grey, self.turns))
+                    yield grey, frame.pts if self.timestamps else None
         except av.FFmpegError as e:
             raise InputError(f"{self.path}: cannot decode frame {count + 1} "
                              f"({getattr(e, 'strerror', None) or first_line(e)})") from None
@@ -148,6 +157,19 @@ class VideoReader:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def display_turns(path: str) -> int:
+    """Quarter turns counter-clockwise (0-3) that show the film's frames upright: its display rotation,
+    which FFmpeg hands out with the decoded frames (PyAV >= 13.1; 0 where older or for other angles)."""
+    import av
+    try:
+        with av.open(path, metadata_errors="ignore") as c:
+            frame = next(c.decode(video=0), None)
+    except (av.FFmpegError, StopIteration):
+        return 0  # frames() reports what is wrong with the film
+    degrees = getattr(frame, "rotation", 0) or 0
+    return round(degrees / 90) % 4 if degrees % 90 == 0 else 0
 
 
 def output_container(path: str) -> str:

@@ -52,12 +52,15 @@ def clip_frames(grain: float = 8.0) -> list[np.ndarray]:
     return [np.clip(f + rng.normal(0, grain, f.shape), 0, 255).round().astype(np.uint8) for f in frames]
 
 
-def write_clip(path: Path, frames: list[np.ndarray], audio: str | None = "aac", codec: str = "libx264") -> Path:
+def write_clip(path: Path, frames: list[np.ndarray], audio: str | None = "aac", codec: str = "libx264",
+               rotation: int = 0) -> Path:
     """A film of grey frames (RATE fps; H.264 with B-frames) with a 440 Hz tone (audio: its codec, or None),
-    written with PyAV directly."""
+    written with PyAV directly; rotation: a display rotation in degrees counter-clockwise, as phones store."""
     with av.open(str(path), "w") as c:
         s = c.add_stream(codec, rate=RATE)
-        s.width, s.height, s.pix_fmt = W, H, "yuv420p"
+        s.width, s.height, s.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+        if rotation:
+            s.set_display_rotation(rotation)
         s.options = {"crf": "18"} if codec == "libx264" else {}
         a = c.add_stream(audio, rate=44100) if audio else None
         for g in frames:
@@ -154,6 +157,27 @@ def test_audio_is_copied_or_reencoded_for_the_container(tmp_path, audio, ext, ex
     assert describe(tmp_path / f"out{ext}")["audio"] == [expected]
     with av.open(str(tmp_path / f"out{ext}")) as c:  # and it lasts as long as the input's
         assert sum(f.samples for f in c.decode(audio=0)) / 44100 == pytest.approx(4 / RATE, abs=0.05)
+
+
+@pytest.mark.skipif(not hasattr(av.video.stream.VideoStream, "set_display_rotation"),
+                    reason="writing a display rotation needs PyAV >= 18")
+@pytest.mark.parametrize("rotation", [90, -90, 180])
+def test_a_film_with_a_display_rotation_is_read_and_coloured_upright(tmp_path, rotation):
+    """A phone's portrait film is stored landscape with a display rotation: frames come out as shown."""
+    stored = clip_frames(grain=0)[:3]
+    film = write_clip(tmp_path / "phone.mp4", stored, audio=None, rotation=rotation)
+    shown = [np.rot90(f, rotation // 90) for f in stored]
+    with video_io.VideoReader(str(film)) as r:
+        size = (r.info.width, r.info.height)
+        greys = np.stack([g for g, _ in r.frames()]).astype(int)
+    assert size == (shown[0].shape[1], shown[0].shape[0])
+    assert np.abs(greys - np.stack(shown)).mean() < 2
+    out = tmp_path / "coloured.mp4"
+    assert predict_color.main(["-image", str(film), "-output", str(out), "--no-stabilize"]) == 0
+    assert describe(out)["size"] == size
+    with video_io.VideoReader(str(out)) as r:
+        assert r.turns == 0  # written upright, with no rotation left to apply
+        assert np.abs(np.stack([g for g, _ in r.frames()]).astype(int) - np.stack(shown)).mean() < 3
 
 
 def test_missing_pyav_is_one_line_naming_the_pip_command(monkeypatch, tmp_path):
