@@ -2,8 +2,8 @@
 
 python export_model.py --run runs/shipped --out checkpoints/colorizer.pt [--members runs/shipped/last.pt --int8]
 
-The decode settings of a classification model (annealed-mean temperature T and prior correction c) trade
-vividness for accuracy. They are chosen on the run's own held-out training images, or on the photos of
+The decode settings of a classification model (annealed-mean temperature T and prior correction c), and of
+any model the centred colour gain, trade vividness for accuracy. They are chosen on the run's own held-out training images, or on the photos of
 --select (never on val/ or bench/): the most accurate setting (PSNR) among those whose colourfulness reaches --min-cf of the
 originals'. The grid and its scores are written beside the checkpoint as JSON.
 
@@ -51,6 +51,7 @@ def main(argv=None) -> int:
     p.add_argument("--min-cf", type=float, default=0.75, help="required colourfulness, share of the originals'")
     p.add_argument("--temperatures", default="0.3,0.38,0.45,0.55,0.7,1.0")
     p.add_argument("--corrections", default="0,0.25,0.5,0.75,1.0")
+    p.add_argument("--gains", default="1", help="centred colour gains to try (any head; 1: as decoded)")
     p.add_argument("--sizes", default="", help="network input sizes to try (default: the training resize)")
     p.add_argument("--members", nargs="+", default=[], metavar="CKPT",
                    help="more checkpoints of the same model config (e.g. the run's last.pt): the shipped model "
@@ -81,29 +82,29 @@ def main(argv=None) -> int:
         paths = held_out_paths({**tc, "data": args.data} if args.data else tc, args.images)
     base_size = tc.get("resize") or round(tc["crop_size"] * 1.25)
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else [base_size]
+    gains = [float(g) for g in args.gains.split(",")]
     if model.cfg.head == "classification":
         grid = list(itertools.product(sizes, map(float, args.temperatures.split(",")),
-                                      map(float, args.corrections.split(","))))
+                                      map(float, args.corrections.split(",")), gains))
     else:
-        grid = [(s, 1.0, 0.0) for s in sizes]
+        grid = [(s, 1.0, 0.0, g) for s in sizes for g in gains]
 
     results = []
-    for size, t, c in grid:
-        m = evaluate(Colorizer(model, size, t, c), paths, progress=False)["mean"]
-        results.append({"size": size, "temperature": t, "prior_correction": c,
+    for size, t, c, g in grid:
+        m = evaluate(Colorizer(model, size, t, c, gain=g), paths, progress=False)["mean"]
+        results.append({"size": size, "temperature": t, "prior_correction": c, "gain": g,
                         "psnr_gain": m["psnr"] - m["grey_psnr"], "cf_ratio": m["cf_ratio"],
                         "ssim": m["ssim"], "auc": m["auc"]})
-        print(f"size {size} T {t:.2f} c {c:.2f}: PSNR gain {results[-1]['psnr_gain']:+.2f} dB, "
+        print(f"size {size} T {t:.2f} c {c:.2f} gain {g:.2f}: PSNR gain {results[-1]['psnr_gain']:+.2f} dB, "
               f"CF {100 * m['cf_ratio']:.0f}%, AuC {m['auc']:.1f}", flush=True)
     ok = [r for r in results if r["cf_ratio"] >= args.min_cf]
     pick = max(ok, key=lambda r: r["psnr_gain"]) if ok else max(results, key=lambda r: r["cf_ratio"])
-    print(f"chosen: size {pick['size']}, T {pick['temperature']}, c {pick['prior_correction']}"
+    print(f"chosen: size {pick['size']}, T {pick['temperature']}, c {pick['prior_correction']}, gain {pick['gain']}"
           + ("" if ok else f" (no setting reached {args.min_cf:.0%} colourfulness; took the most colourful)"))
 
     shipped = {"model": stored, "members": len(members),
                "model_config": ckpt["model_config"], "train_config": tc,
-               "inference": {"size": pick["size"], "temperature": pick["temperature"],
-                             "prior_correction": pick["prior_correction"]},
+               "inference": {k: pick[k] for k in ("size", "temperature", "prior_correction", "gain")},
                "step": ckpt["step"], "epoch": ckpt["epoch"], "source": os.path.normpath(src),
                "member_sources": [os.path.normpath(src)] + [os.path.normpath(m) for m in args.members],
                "member_epochs": [m["epoch"] for m in members],

@@ -116,20 +116,27 @@ class _ColorNet(nn.Module):
         x = self.head(x)
         return x[..., : (h + 1) // 2, : (w + 1) // 2]
 
-    def decode(self, out: torch.Tensor, temperature: float = 0.38, prior_correction: float = 0.0
-               ) -> torch.Tensor:
+    def decode(self, out: torch.Tensor, temperature: float = 0.38, prior_correction: float = 0.0,
+               gain: float = 1.0) -> torch.Tensor:
         """Head output -> normalised ab at the head's resolution.
 
         Classification: the annealed mean (Zhang et al. 2016) of softmax((logits - c log w) / T), where
         c in [0, 1] undoes the rebalancing that training applied (c = 1: the calibrated posterior; lower
-        T: more vivid). Regression: the output as it is.
+        T: more vivid). Regression: the output as it is. Then, for either head, the centred gain:
+        mu + gain (ab - mu), mu each image's mean ab (1: as decoded; above 1: more vivid around the same
+        mean colour). For a posterior mean this is the least-squared-error answer under a constraint on the
+        colours' spread (experiments/decode_study.py), so it is the vividness knob of a regression head.
         """
         if self.cfg.head == "regression":
-            return out.float()
-        logits = out.float() - prior_correction * self.log_weights[None, :, None, None]
-        p = torch.softmax(logits / temperature, dim=1)
-        ab = torch.einsum("bqhw,qc->bchw", p, self.bins)
-        return self.cfg.norm.ab(ab)
+            ab = out.float()
+        else:
+            logits = out.float() - prior_correction * self.log_weights[None, :, None, None]
+            p = torch.softmax(logits / temperature, dim=1)
+            ab = self.cfg.norm.ab(torch.einsum("bqhw,qc->bchw", p, self.bins))
+        if gain != 1.0:
+            mu = ab.mean((2, 3), keepdim=True)
+            ab = mu + gain * (ab - mu)
+        return ab
 
     def predict_ab(self, l_norm: torch.Tensor, hints: torch.Tensor | None = None, **decode_kw) -> torch.Tensor:
         """Normalised L (B,1,H,W) (and optionally the hint map (B,3,H,W)) -> normalised ab (B,2,H,W)."""

@@ -4,7 +4,7 @@ python experiments/decode_study.py --model checkpoints/colorizer.pt --images ../
 
 1. The annealed mean (model.decode): softmax((logits - c log w) / T) over the ab bins; lower c and T are
    more vivid.
-2. The centred chroma gain: the posterior mean m (T = 1, c = 1 undoes the rebalancing; or another T, c),
+2. The centred chroma gain (model.decode's gain): the posterior mean m (T = 1, c = 1 undoes the rebalancing; or another T, c),
    pushed away from the image's mean colour mu: mu + k (m - mu). For a calibrated posterior this is the
    PSNR-optimal answer under a constraint on the spread of the colours (minimise sum |f - m|^2 - lambda
    sum |f - mean f|^2 over f: f - m = lambda (f - mu), so f = mu + (m - mu) / (1 - lambda)), and
@@ -25,20 +25,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from colorizer import Colorizer  # noqa: E402
 from dataset import find_images  # noqa: E402
 from evaluate import evaluate  # noqa: E402
-
-
-def centred_gain(model: torch.nn.Module, gain: float) -> torch.nn.Module:
-    """The same network whose decode (the annealed mean) is followed by mu + gain (ab - mu), mu the image's
-    mean ab. It shares the weights; only this instance's decode changes."""
-    annealed = type(model).decode.__get__(model)
-
-    def decode(out: torch.Tensor, **knobs) -> torch.Tensor:
-        ab = annealed(out, **knobs)
-        mu = ab.mean((2, 3), keepdim=True)
-        return mu + gain * (ab - mu)
-
-    model.decode = decode
-    return model
 
 
 def main(argv=None) -> int:
@@ -62,8 +48,8 @@ def main(argv=None) -> int:
         t, c = map(float, base.split(","))
         rows += [(t, c, float(k)) for k in args.gains.split(",")]
     for t, c, k in rows:
-        model = shipped.model if k is None else centred_gain(Colorizer.from_checkpoint(args.model).model, k)
-        m = evaluate(Colorizer(model, shipped.size, t, c), paths, progress=False)["mean"]
+        m = evaluate(Colorizer(shipped.model, shipped.size, t, c, gain=1.0 if k is None else k), paths,
+                     progress=False)["mean"]
         name = f"annealed mean, T {t}, c {c}" if k is None else f"centred gain {k} on T {t}, c {c}"
         print(f"| {name} | {m['psnr'] - m['grey_psnr']:+.2f} dB | {100 * m['cf_ratio']:.0f}% |", flush=True)
     return 0

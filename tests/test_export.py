@@ -39,7 +39,7 @@ def test_the_rule_picks_the_most_accurate_colourful_enough_setting(cls_run, tmp_
     ok = [r for r in sel["grid"] if r["cf_ratio"] >= 0.2]
     want = max(ok, key=lambda r: r["psnr_gain"]) if ok else max(sel["grid"], key=lambda r: r["cf_ratio"])
     assert sel["chosen"] == want
-    assert ckpt["inference"] == {k: want[k] for k in ("size", "temperature", "prior_correction")}
+    assert ckpt["inference"] == {k: want[k] for k in ("size", "temperature", "prior_correction", "gain")}
     assert all(v.dtype == torch.float16 for v in ckpt["model"].values() if v.is_floating_point())
     assert "ab_prior" in ckpt
 

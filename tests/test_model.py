@@ -45,6 +45,21 @@ def test_classification_decode_is_a_mix_of_the_bins():
     assert (ab.amin((0, 2, 3)) >= lo - 1e-5).all() and (ab.amax((0, 2, 3)) <= hi + 1e-5).all()
 
 
+@pytest.mark.parametrize("head", HEADS)
+def test_the_gain_scales_each_images_colours_about_their_mean(head):
+    """decode(gain=k) = mu + k (ab - mu), mu each image's own mean ab: same mean colour, k times the spread."""
+    model = tiny(head).eval()
+    if head == "classification":
+        model.bins.copy_(torch.randn(13, 2) * 40)
+    torch.manual_seed(1)
+    out = torch.randn(2, 2 if head == "regression" else 13, 10, 12) * 3  # head outputs with some spread
+    base, vivid = model.decode(out), model.decode(out, gain=1.6)
+    mu = base.mean((2, 3), keepdim=True)
+    torch.testing.assert_close(vivid.mean((2, 3), keepdim=True), mu)
+    torch.testing.assert_close(vivid - mu, 1.6 * (base - mu))
+    assert (base - mu).abs().max() > 0.05  # there is a spread to scale, so the test can tell
+
+
 def test_bad_head_is_rejected():
     with pytest.raises(ValueError):
         build_model(ModelConfig(head="classification", num_bins=0))

@@ -424,6 +424,30 @@ def test_classification_head_and_decode_flags(tmp_path, ckpts, capsys):
     assert outs[0].shape == (30, 40, 3) and not np.array_equal(*outs)  # the temperature is used
 
 
+def test_the_gain_flag_and_the_checkpoints_gain_spread_the_colours(tmp_path, ckpts, capsys):
+    """The checkpoint's "gain" setting doubles the network's colour spread about the photo's mean colour
+    (any head); --gain overrides it."""
+    ck = torch.load(str(ckpts.tiny), weights_only=True)
+    utils.save_checkpoint({**ck, "inference": {"gain": 2.0}}, str(tmp_path / "g2.pt"))
+    grey = np.asarray(grey_photo(40, 30))
+    ab = {g: predict_color.Colorizer.from_checkpoint(str(p)).predict_ab(grey) for g, p in ((1, ckpts.tiny),
+                                                                                           (2, tmp_path / "g2.pt"))}
+    mu = ab[1].mean((2, 3), keepdim=True)
+    torch.testing.assert_close(ab[2] - mu, 2 * (ab[1] - mu), atol=1e-4, rtol=1e-4)
+    assert (ab[1] - mu).abs().mean() > 0.02  # Lab units: a spread to double (far above atol), so the test can tell
+
+    photo(40, 30).save(tmp_path / "x.png")
+    outs = {}
+    for name, model, flags in [("as trained", ckpts.tiny, []), ("checkpoint 2", tmp_path / "g2.pt", []),
+                               ("flag 2", ckpts.tiny, ["--gain", "2"]), ("flag 1", tmp_path / "g2.pt", ["--gain", "1"])]:
+        r = cli(capsys, "-image", tmp_path / "x.png", "-model", model, *flags, "--overwrite",
+                "-output", tmp_path / "out.png")
+        assert r.code == 0, r.err
+        outs[name] = arr(Image.open(tmp_path / "out.png"))
+    assert np.array_equal(outs["checkpoint 2"], outs["flag 2"]) and np.array_equal(outs["flag 1"], outs["as trained"])
+    assert not np.array_equal(outs["as trained"], outs["flag 2"])
+
+
 def test_strips_and_threads_do_not_change_the_result(ckpts, monkeypatch):
     c = predict_color.Colorizer.from_checkpoint(str(ckpts.tiny))
     g = np.asarray(grey_photo(97, 61))
