@@ -5,7 +5,8 @@ python export_model.py --run runs/shipped --out checkpoints/colorizer.pt [--memb
 The decode settings of a classification model (annealed-mean temperature T and prior correction c), and of
 any model the centred colour gain, trade vividness for accuracy. They are chosen on the run's own held-out
 training images, or on the photos of --select (never on val/ or bench/): the most accurate setting (PSNR)
-among those whose colourfulness reaches --min-cf of the originals'. The grid and its scores are written beside the checkpoint as JSON.
+among those whose colourfulness reaches --min-cf of the originals'. The grid and its scores are written
+beside the checkpoint as JSON.
 
 --members adds more checkpoints of the same network (a snapshot ensemble: the shipped model averages their
 colours). Weights are stored in float16, or with --int8 as int8 with per-channel scales, and the settings are

@@ -166,7 +166,7 @@ def display_turns(path: str) -> int:
     try:
         with av.open(path, metadata_errors="ignore") as c:
             frame = next(c.decode(video=0), None)
-    except (av.FFmpegError, StopIteration):
+    except av.FFmpegError:
         return 0  # frames() reports what is wrong with the film
     degrees = getattr(frame, "rotation", 0) or 0
     return round(degrees / 90) % 4 if degrees % 90 == 0 else 0
