@@ -6,9 +6,10 @@ python experiments/decode_study.py --model checkpoints/colorizer.pt --images ../
    more vivid.
 2. The centred chroma gain (model.decode's gain): the posterior mean m (T = 1, c = 1 undoes the
    rebalancing; or another T, c), pushed away from the image's mean colour mu: mu + k (m - mu). For a
-   calibrated posterior this is the PSNR-optimal answer under a constraint on the spread of the colours (minimise sum |f - m|^2 - lambda
-   sum |f - mean f|^2 over f: f - m = lambda (f - mu), so f = mu + (m - mu) / (1 - lambda)), and
-   the spread is what the Hasler-Suesstrunk colourfulness mostly measures.
+   calibrated posterior this is the PSNR-optimal answer under a constraint on the spread of the colours
+   (minimise sum |f - m|^2 - lambda sum |f - mean f|^2 over f: f - m = lambda (f - mu), so
+   f = mu + (m - mu) / (1 - lambda)), and the spread is what the Hasler-Suesstrunk colourfulness mostly
+   measures.
 
 Each decode is scored as export_model.py scores its grid: evaluate.evaluate over the photos, with the
 colorizer at the checkpoint's network size.
