@@ -1,0 +1,119 @@
+"""Do saturating or per-photo colour gains beat the centred gain? A decode study for regression heads.
+
+python experiments/gain_study.py --model runs/lite0_mse_long/colorizer_last.pt \
+    --images ../shared/data/val/general --min-cf 0.6438 --check ../shared/data/val/bsds
+
+The centred gain (model.decode's gain) stretches every pixel's distance r = |ab - mu| from the image's
+mean colour by the same factor k, so photos the network is already sure of (vivid predictions) are
+stretched as much as unsure, washed-out ones. The soft cap stretches small distances by k and large
+ones less: r' = r k / (1 + (k - 1) r / r0), which is k r for r << r0, r at r = r0, and never above
+r0 k / (k - 1). r and r0 are in the network's normalised ab units (ab / 110). The per-photo gain stretches
+a photo by less the more spread its prediction already has: k (0.15 / s)^alpha, s the root mean square of
+r over the photo (alpha 0: the centred gain; 1: every photo gets the same spread, 0.15 k).
+
+Every decode is scored as export_model.py scores its grid (evaluate.evaluate, the checkpoint's network
+size). The rule that chose the shipped settings picks among them on --images: the most accurate decode
+at least --min-cf as colourful as the originals. The pick and the plain gain the checkpoint stores are
+then scored on each --check folder too.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from colorizer import Colorizer  # noqa: E402
+from dataset import find_images  # noqa: E402
+from evaluate import evaluate  # noqa: E402
+
+
+def soft_cap(ab: torch.Tensor, k: float, r0: float) -> torch.Tensor:
+    """Normalised ab (B,2,H,W) -> the same, each pixel's offset from its image's mean ab stretched by
+    k / (1 + (k - 1) |offset| / r0)."""
+    mu = ab.mean((2, 3), keepdim=True)
+    d = ab - mu
+    r = d.norm(dim=1, keepdim=True)
+    return mu + d * (k / (1 + (k - 1) * r / r0))
+
+
+def per_photo_gain(ab: torch.Tensor, k: float, alpha: float) -> torch.Tensor:
+    """Normalised ab (B,2,H,W) -> the same, each image's offsets from its mean ab stretched by
+    k (0.15 / s)^alpha, s their root mean square length."""
+    mu = ab.mean((2, 3), keepdim=True)
+    d = ab - mu
+    s = d.pow(2).sum(1, keepdim=True).mean((2, 3), keepdim=True).sqrt().clamp_min(1e-3)
+    return mu + d * k * (0.15 / s) ** alpha
+
+
+def colorizer_with(base: Colorizer, family: str, k: float, x: float) -> Colorizer:
+    """A colorizer of base's network and size decoding with the centred gain k ("gain"), the soft cap
+    ("cap", r0 = x) or the per-photo gain ("photo", alpha = x)."""
+    col = Colorizer(base.model, base.size, base.temperature, base.prior_correction,
+                    gain=k if family == "gain" else 1.0)
+    if family != "gain":
+        plain = type(base.model).decode.__get__(base.model)
+        stretch = soft_cap if family == "cap" else per_photo_gain
+        col.model = _Decoded(base.model, lambda out, **kw: stretch(plain(out, **{**kw, "gain": 1.0}), k, x))
+    return col
+
+
+class _Decoded(torch.nn.Module):
+    """net, with its decode replaced."""
+
+    def __init__(self, net: torch.nn.Module, decode):
+        super().__init__()
+        self.net, self.decode, self.cfg = net, decode, net.cfg
+
+    def forward(self, *args):
+        return self.net(*args)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", required=True)
+    p.add_argument("--images", default="../shared/data/val/general")
+    p.add_argument("--gains", default="1.2,1.25,1.3", help="centred gains k, for reference")
+    p.add_argument("--caps", default="1.5,0.3;1.8,0.3;2.1,0.3;1.5,0.5;1.8,0.5;2.1,0.5", help="k,r0 pairs")
+    p.add_argument("--photo", default="1.0,0.3;1.05,0.3;0.8,0.6;0.85,0.6;0.64,1;0.68,1",
+                   help="k,alpha pairs of the per-photo gain")
+    p.add_argument("--min-cf", type=float, default=0.6438)
+    p.add_argument("--check", nargs="*", default=[], help="folders to score the pick and the stored gain on")
+    p.add_argument("--threads", type=int, default=0)
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    base = Colorizer.from_checkpoint(args.model)
+    if base.model.cfg.head != "regression":
+        p.error("this study is for regression heads")
+    decodes = [("gain", float(k), 0.0) for k in args.gains.split(",") if k]
+    for family, pairs in (("cap", args.caps), ("photo", args.photo)):
+        decodes += [(family, *map(float, pair.split(","))) for pair in pairs.split(";") if pair]
+    paths = find_images(args.images)
+    print(f"{args.model} on {len(paths)} photos of {args.images}, network at {base.size} px")
+    print("| decode | PSNR gain over grey | colourfulness share | AuC |\n|---|---|---|---|")
+    scored = []
+    names = {"gain": "centred gain {k}", "cap": "soft cap k {k}, r0 {x}",
+             "photo": "per-photo gain k {k}, alpha {x}"}
+    for family, k, x in decodes:
+        m = evaluate(colorizer_with(base, family, k, x), paths, progress=False)["mean"]
+        scored.append((m["psnr"] - m["grey_psnr"], m["cf_ratio"], family, k, x))
+        name = names[family].format(k=k, x=x)
+        print(f"| {name} | {scored[-1][0]:+.3f} dB | {100 * m['cf_ratio']:.2f}% | {m['auc']:.3f} |", flush=True)
+    ok = [s for s in scored if s[1] >= args.min_cf] or [max(scored, key=lambda s: s[1])]
+    pick = max(ok, key=lambda s: s[0])[2:]
+    print(f"pick: {names[pick[0]].format(k=pick[1], x=pick[2])}")
+    for folder in args.check:
+        check = find_images(folder)
+        for name, decode in (("pick", pick), ("stored gain", ("gain", base.gain, 0.0))):
+            m = evaluate(colorizer_with(base, *decode), check, progress=False)["mean"]
+            label = names[decode[0]].format(k=decode[1], x=decode[2])
+            print(f"{folder}, {name} ({label}): PSNR gain {m['psnr'] - m['grey_psnr']:+.3f} dB, "
+                  f"colourfulness {100 * m['cf_ratio']:.1f}%, AuC {m['auc']:.3f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
