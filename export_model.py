@@ -39,6 +39,15 @@ def held_out_paths(train_config: dict, limit: int) -> list[str]:
     return paths[:limit] if limit else paths
 
 
+def choose(results: list[dict], min_cf: float) -> tuple[dict, bool]:
+    """The selection rule over scored settings (dicts with "psnr_gain" and "cf_ratio"): the most accurate
+    of those whose colourfulness reaches min_cf, or, if none does, the most colourful. Returns the pick
+    and whether any setting reached min_cf."""
+    ok = [r for r in results if r["cf_ratio"] >= min_cf]
+    pick = max(ok, key=lambda r: r["psnr_gain"]) if ok else max(results, key=lambda r: r["cf_ratio"])
+    return pick, bool(ok)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run", required=True, help="training run folder (uses best.pt)")
@@ -98,8 +107,7 @@ def main(argv=None) -> int:
                         "ssim": m["ssim"], "auc": m["auc"]})
         print(f"size {size} T {t:.2f} c {c:.2f} gain {g:.2f}: PSNR gain {results[-1]['psnr_gain']:+.2f} dB, "
               f"CF {100 * m['cf_ratio']:.0f}%, AuC {m['auc']:.1f}", flush=True)
-    ok = [r for r in results if r["cf_ratio"] >= args.min_cf]
-    pick = max(ok, key=lambda r: r["psnr_gain"]) if ok else max(results, key=lambda r: r["cf_ratio"])
+    pick, ok = choose(results, args.min_cf)
     print(f"chosen: size {pick['size']}, T {pick['temperature']}, c {pick['prior_correction']}, gain {pick['gain']}"
           + ("" if ok else f" (no setting reached {args.min_cf:.0%} colourfulness; took the most colourful)"))
 

@@ -28,13 +28,19 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from colorizer import Colorizer  # noqa: E402
 from dataset import find_images  # noqa: E402
 from evaluate import evaluate  # noqa: E402
+from export_model import choose  # noqa: E402
+
+
+def _about_mean(ab: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalised ab (B,2,H,W) -> each image's mean ab (B,2,1,1) and the offsets from it."""
+    mu = ab.mean((2, 3), keepdim=True)
+    return mu, ab - mu
 
 
 def soft_cap(ab: torch.Tensor, k: float, r0: float) -> torch.Tensor:
     """Normalised ab (B,2,H,W) -> the same, each pixel's offset from its image's mean ab stretched by
     k / (1 + (k - 1) |offset| / r0)."""
-    mu = ab.mean((2, 3), keepdim=True)
-    d = ab - mu
+    mu, d = _about_mean(ab)
     r = d.norm(dim=1, keepdim=True)
     return mu + d * (k / (1 + (k - 1) * r / r0))
 
@@ -42,8 +48,7 @@ def soft_cap(ab: torch.Tensor, k: float, r0: float) -> torch.Tensor:
 def per_photo_gain(ab: torch.Tensor, k: float, alpha: float) -> torch.Tensor:
     """Normalised ab (B,2,H,W) -> the same, each image's offsets from its mean ab stretched by
     k (0.15 / s)^alpha, s their root mean square length."""
-    mu = ab.mean((2, 3), keepdim=True)
-    d = ab - mu
+    mu, d = _about_mean(ab)
     s = d.pow(2).sum(1, keepdim=True).mean((2, 3), keepdim=True).sqrt().clamp_min(1e-3)
     return mu + d * k * (0.15 / s) ** alpha
 
@@ -51,13 +56,11 @@ def per_photo_gain(ab: torch.Tensor, k: float, alpha: float) -> torch.Tensor:
 def colorizer_with(base: Colorizer, family: str, k: float, x: float) -> Colorizer:
     """A colorizer of base's network and size decoding with the centred gain k ("gain"), the soft cap
     ("cap", r0 = x) or the per-photo gain ("photo", alpha = x)."""
-    col = Colorizer(base.model, base.size, base.temperature, base.prior_correction,
-                    gain=k if family == "gain" else 1.0)
-    if family != "gain":
-        plain = type(base.model).decode.__get__(base.model)
-        stretch = soft_cap if family == "cap" else per_photo_gain
-        col.model = _Decoded(base.model, lambda out, **kw: stretch(plain(out, **{**kw, "gain": 1.0}), k, x))
-    return col
+    if family == "gain":
+        return Colorizer(base.model, base.size, base.temperature, base.prior_correction, gain=k)
+    stretch = soft_cap if family == "cap" else per_photo_gain
+    decoded = _Decoded(base.model, lambda out, **kw: stretch(base.model.decode(out, **kw), k, x))
+    return Colorizer(decoded, base.size, base.temperature, base.prior_correction)  # its own gain stays 1
 
 
 class _Decoded(torch.nn.Module):
@@ -99,11 +102,11 @@ def main(argv=None) -> int:
              "photo": "per-photo gain k {k}, alpha {x}"}
     for family, k, x in decodes:
         m = evaluate(colorizer_with(base, family, k, x), paths, progress=False)["mean"]
-        scored.append((m["psnr"] - m["grey_psnr"], m["cf_ratio"], family, k, x))
+        scored.append({"psnr_gain": m["psnr"] - m["grey_psnr"], "cf_ratio": m["cf_ratio"], "decode": (family, k, x)})
         name = names[family].format(k=k, x=x)
-        print(f"| {name} | {scored[-1][0]:+.3f} dB | {100 * m['cf_ratio']:.2f}% | {m['auc']:.3f} |", flush=True)
-    ok = [s for s in scored if s[1] >= args.min_cf] or [max(scored, key=lambda s: s[1])]
-    pick = max(ok, key=lambda s: s[0])[2:]
+        print(f"| {name} | {scored[-1]['psnr_gain']:+.3f} dB | {100 * m['cf_ratio']:.2f}% | {m['auc']:.3f} |",
+              flush=True)
+    pick = choose(scored, args.min_cf)[0]["decode"]
     print(f"pick: {names[pick[0]].format(k=pick[1], x=pick[2])}")
     for folder in args.check:
         check = find_images(folder)
