@@ -18,7 +18,9 @@ from backbones import NOMINAL_SIZE, EfficientNetLite
 from hints import HINT_CHANNELS, hint_pyramid_level
 from utils import LabNorm, l_to_grey, resize_like
 
-ENCODERS = ("unet", *NOMINAL_SIZE)  # learned from scratch, or one of the pretrained encoders
+ENCODERS = ("unet", *NOMINAL_SIZE)
+HEADS = ("regression", "classification", "regression_var")
+LOG_VAR_MIN, LOG_VAR_MAX = -14.0, 2.0  # range of a regression_var head's log-variance (normalised ab)  # learned from scratch, or one of the pretrained encoders
 
 
 @dataclass
@@ -27,7 +29,8 @@ class ModelConfig:
     width: int = 32          # channels of the first (decoder) level; each level below doubles them ...
     max_width: int = 256     # ... up to this cap
     depth: int = 4           # unet: downsamplings after the stem; input padded to a multiple of 2**(depth+1)
-    head: str = "regression"  # "regression": 2 ab channels; "classification": logits over num_bins
+    head: str = "regression"  # "regression": 2 ab channels; "classification": logits over num_bins;
+                              # "regression_var": 2 ab channels and their 2 log-variances (spread knob)
     num_bins: int = 0        # Q, the kept ab bins (classification only; set from the training data)
     l_center: float = 50.0   # L normalisation: (L - l_center) / l_scale
     l_scale: float = 50.0
@@ -71,10 +74,14 @@ class _ColorNet(nn.Module):
     buffers), decoding and full-size prediction."""
 
     def _make_head(self, cfg: ModelConfig, cin: int) -> None:
-        out = 2 if cfg.head == "regression" else cfg.num_bins
-        if cfg.head not in ("regression", "classification") or out <= 0:
+        out = cfg.num_bins if cfg.head == "classification" else 2
+        if cfg.head not in HEADS or out <= 0:
             raise ValueError(f"bad head {cfg.head!r} with num_bins={cfg.num_bins}")
         self.head = nn.Conv2d(cin, out, 1)
+        # regression_var: a small branch that predicts the log-variance of each ab channel from the decoder's
+        # features, detached, so that it learns how far off the mean is without changing the mean itself.
+        self.var_head = (nn.Sequential(nn.Conv2d(cin, cin, 3, padding=1), nn.ReLU(inplace=True),
+                                       nn.Conv2d(cin, 2, 1)) if cfg.head == "regression_var" else None)
         if cfg.head == "classification":
             # ab centres of the kept bins and log of the rebalancing weights; filled by the trainer.
             self.register_buffer("bins", torch.zeros(cfg.num_bins, 2))
@@ -113,11 +120,11 @@ class _ColorNet(nn.Module):
             skip = skips.pop()
             x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             x = block(self._add_hints(torch.cat([x, skip], 1), hints, level))
-        x = self.head(x)
+        x = self.head(x) if self.var_head is None else torch.cat([self.head(x), self.var_head(x.detach())], 1)
         return x[..., : (h + 1) // 2, : (w + 1) // 2]
 
     def decode(self, out: torch.Tensor, temperature: float = 0.38, prior_correction: float = 0.0,
-               gain: float = 1.0) -> torch.Tensor:
+               gain: float = 1.0, spread: float = 0.0) -> torch.Tensor:
         """Head output -> normalised ab at the head's resolution.
 
         Classification: the annealed mean (Zhang et al. 2016) of softmax((logits - c log w) / T), where
@@ -126,8 +133,21 @@ class _ColorNet(nn.Module):
         mu + gain (ab - mu), mu each image's mean ab (1: as decoded; above 1: more vivid around the same
         mean colour). For a posterior mean this is the least-squared-error answer under a constraint on the
         colours' spread (experiments/decode_study.py), so it is the vividness knob of a regression head.
+
+        regression_var: the mean, and with spread s > 0 each image's colours are first stretched around its
+        mean colour by sqrt(1 + s V / D), V the predicted variance and D the spread of the mean colours, both
+        averaged over the image: s = 1 gives the prediction the colourfulness the network expects the
+        original to have, so an image the network is unsure of is stretched more than one it is sure of.
         """
-        if self.cfg.head == "regression":
+        if self.cfg.head == "regression_var":
+            ab = out[:, :2].float()
+            if spread:
+                mu = ab.mean((2, 3), keepdim=True)
+                d = ((ab - mu) ** 2).sum(1).mean((1, 2))
+                v = out[:, 2:4].float().clamp(LOG_VAR_MIN, LOG_VAR_MAX).exp().sum(1).mean((1, 2))
+                k = (1 + spread * v / d.clamp_min(1e-8)).sqrt()
+                ab = mu + k[:, None, None, None] * (ab - mu)
+        elif self.cfg.head == "regression":
             ab = out.float()
         else:
             logits = out.float() - prior_correction * self.log_weights[None, :, None, None]

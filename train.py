@@ -27,12 +27,12 @@ from dataset import (ColorDataset, DataError, ImageCache, center_crop, find_imag
                      split_holdout)
 from backbones import PretrainedWeightsMissing, pretrained_state_dict
 from hints import simulate_hints
-from model import ENCODERS, ModelConfig, build_model
+from model import ENCODERS, LOG_VAR_MAX, LOG_VAR_MIN, ModelConfig, build_model
 from utils import (AB_GRID_N, CheckpointError, ab_grid_index, float_weights, grid_centers, load_checkpoint,
                    prior_from_counts, prior_from_weights, rebalance_weights, remove_temporaries_on_signals,
                    save_checkpoint, seed_everything, soft_encode)
 
-LOSSES = ("mse", "l1", "huber", "classification")
+LOSSES = ("mse", "l1", "huber", "classification", "mse_var")
 
 
 @dataclass
@@ -52,7 +52,7 @@ class TrainConfig:
     lr: float = field(default=2e-3, metadata={"help": "peak Adam learning rate (cosine decay after warm-up)"})
     warmup_steps: int = field(default=200, metadata={"help": "linear learning-rate warm-up"})
     weight_decay: float = field(default=0.0, metadata={"help": "Adam(W) weight decay"})
-    loss: str = field(default="mse", metadata={"help": "mse | l1 | huber | classification", "choices": LOSSES})
+    loss: str = field(default="mse", metadata={"help": "mse | l1 | huber | classification | mse_var (mse, and a branch that predicts the error's variance)", "choices": LOSSES})
     rebalance_lambda: float = field(default=0.5, metadata={"help": "classification: prior smoothing for class rebalancing (1 = none)"})
     prior_images: int = field(default=2000, metadata={"help": "classification: images used to estimate the ab prior"})
     encoder: str = field(default="unet", metadata={"help": "model: unet (learned from scratch) | efficientnet_lite0 (ImageNet-pretrained; needs requirements-train.txt)", "choices": ENCODERS})
@@ -270,6 +270,10 @@ class Criterion:
         out = out.float()
         if self.kind == "mse":
             return F.mse_loss(out, target)
+        if self.kind == "mse_var":  # the mean's MSE, and the Gaussian NLL of its (detached) error
+            mean, log_var = out[:, :2], out[:, 2:4].clamp(LOG_VAR_MIN, LOG_VAR_MAX)
+            err2 = (target - mean.detach()) ** 2
+            return F.mse_loss(mean, target) + 0.5 * (log_var + err2 * torch.exp(-log_var)).mean()
         if self.kind == "l1":
             return F.l1_loss(out, target)
         if self.kind == "huber":
@@ -361,7 +365,8 @@ def new_model(cfg: TrainConfig, batches: Batches, pretrained: bool = True, init:
     training batches, or, fine-tuning from `init` (a classification checkpoint), that checkpoint's bins and
     prior: its head's classes stay the ones it was trained on, whatever the new crop size or data."""
     mcfg = ModelConfig(encoder=cfg.encoder, width=cfg.width, depth=cfg.depth, max_width=cfg.max_width,
-                       head="classification" if cfg.loss == "classification" else "regression", hints=cfg.hints)
+                       head={"classification": "classification", "mse_var": "regression_var"}.get(cfg.loss, "regression"),
+                       hints=cfg.hints)
     if mcfg.head == "classification":
         if init is not None and "ab_prior" in init:
             bins, prior = init["ab_prior"]["bins"].float(), init["ab_prior"]["prior"].float()

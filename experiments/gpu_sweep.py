@@ -39,6 +39,8 @@ RUNS = {
     "mse_enc0.3": "--loss mse --encoder-lr 0.3",
     "mse_enc0.03": "--loss mse --encoder-lr 0.03",
     "cls_enc0.1": "--loss classification --encoder-lr 0.1",
+    "msevar_enc0.3": "--loss mse_var --encoder-lr 0.3",
+    "msevar_enc1": "--loss mse_var --encoder-lr 1.0",
 }
 
 
@@ -73,6 +75,25 @@ def run_all(jobs: dict[str, list[str]], work: str, tag: str, timeout: float) -> 
     return res
 
 
+def probe(a, jobs: dict[str, list[str]], names: list[str], n: int, batch: int, record: dict) -> int:
+    """Build the cache once (one step of the first run), then time all runs side by side for two
+    lengths; the slowest run's rate between them sets the epochs that fit in a.budget."""
+    t = time.time()
+    record["cache"] = run_all({names[0]: [*jobs[names[0]], "--epochs", "1", "--max-steps", "1"]},
+                              a.work, "cache", 600)
+    print(f"cache and first step: {time.time() - t:.1f} s", flush=True)
+    # 2. The probes: all runs side by side, short and long; the difference is the steps' own time.
+    s1, s2 = (int(s) for s in a.probe_steps.split(","))
+    probes = [run_all({k: [*v, "--epochs", "1", "--max-steps", str(s)] for k, v in jobs.items()},
+                      a.work, f"probe{s}", 600) for s in (s1, s2)]
+    rates = {k: (s2 - s1) * batch / max(1e-3, probes[1][k]["seconds"] - probes[0][k]["seconds"]) for k in jobs}
+    epochs = max(1, min(a.max_epochs, int(a.budget * min(rates.values()) / n)))
+    record.update(probes=probes, images_per_s_side_by_side=rates, epochs=epochs)
+    print(f"side by side: {', '.join(f'{k} {r:.0f} img/s' for k, r in rates.items())}; "
+          f"{epochs} epochs of {n} images in {a.budget:.0f} s", flush=True)
+    return epochs
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, help="folder for what comes back (checkpoints, logs.tgz)")
@@ -85,7 +106,9 @@ def main(argv=None) -> int:
                    help="seconds for the whole sweep: runs still going are stopped in time to collect them")
     p.add_argument("--work", default="/tmp/sweep", help="run folders (full checkpoints stay here)")
     p.add_argument("--workers", type=int, default=16)
-    p.add_argument("--runs", default=",".join(RUNS), help="which of the runs, comma-separated")
+    p.add_argument("--runs", default="mse_enc0.1,mse_enc0.3,mse_enc0.03,cls_enc0.1",
+                   help="which of the runs, comma-separated")
+    p.add_argument("--epochs", type=int, default=0, help="this many epochs: no cache step, no probes")
     p.add_argument("--extra", default="", help="more train.py options for every run (a later option wins)")
     p.add_argument("--probe-steps", default="30,230", help="the two probe lengths")
     a = p.parse_args(argv)
@@ -122,20 +145,10 @@ def main(argv=None) -> int:
         with open(os.path.join(a.work, "sweep.json"), "w") as f:
             json.dump(record, f, indent=1)
 
-    # 1. The cache, built once (train.py's own build, one step of the first run).
-    t = time.time()
-    record["cache"] = run_all({names[0]: [*jobs[names[0]], "--epochs", "1", "--max-steps", "1"]},
-                              a.work, "cache", 600)
-    print(f"cache and first step: {time.time() - t:.1f} s", flush=True)
-    # 2. The probes: all runs side by side, short and long; the difference is the steps' own time.
-    s1, s2 = (int(s) for s in a.probe_steps.split(","))
-    probes = [run_all({k: [*v, "--epochs", "1", "--max-steps", str(s)] for k, v in jobs.items()},
-                      a.work, f"probe{s}", 600) for s in (s1, s2)]
-    rates = {k: (s2 - s1) * batch / max(1e-3, probes[1][k]["seconds"] - probes[0][k]["seconds"]) for k in jobs}
-    epochs = max(1, min(a.max_epochs, int(a.budget * min(rates.values()) / n)))
-    record.update(probes=probes, images_per_s_side_by_side=rates, epochs=epochs)
-    print(f"side by side: {', '.join(f'{k} {r:.0f} img/s' for k, r in rates.items())}; "
-          f"{epochs} epochs of {n} images in {a.budget:.0f} s", flush=True)
+    if a.epochs:
+        epochs = a.epochs
+    else:
+        epochs = probe(a, jobs, names, n, batch, record)
     save_record()
     # 3. The runs.
     val_every = max(1, epochs // 8)
