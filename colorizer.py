@@ -143,11 +143,12 @@ class Colorizer:
     """
 
     def __init__(self, model, size: int, temperature: float, prior_correction: float, device="cpu",
-                 propagation: tuple[float, float] | None = PROPAGATION, gain: float = 1.0):
+                 propagation: tuple[float, float] | None = PROPAGATION, gain: float = 1.0, spread: float = 0.0):
         self.model = model.eval().to(device)
         self.norm = model.cfg.norm
         self.size, self.temperature, self.prior_correction = size, temperature, prior_correction
         self.gain = gain  # centred colour gain after the decode (model.decode): 1 as decoded, above is more vivid
+        self.spread = spread  # regression_var models: stretch each photo by its predicted variance (model.decode)
         self.device = torch.device(device)
         # Hints: after the network, what they correct is spread over similar pixels (hints.propagate_hints
         # with these (sigma_space, sigma_l)); None: the network's answer to its hint input only.
@@ -156,7 +157,7 @@ class Colorizer:
     @classmethod
     def from_checkpoint(cls, path: str = DEFAULT_MODEL, device: str = "cpu", size: int | None = None,
                         temperature: float | None = None, prior_correction: float | None = None,
-                        gain: float | None = None) -> "Colorizer":
+                        gain: float | None = None, spread: float | None = None) -> "Colorizer":
         """Load a checkpoint (weights_only, strict); any problem is a one-line CheckpointError naming it."""
         ckpt = load_checkpoint(path)
         model = _model_from_checkpoint(ckpt, path)
@@ -168,9 +169,10 @@ class Colorizer:
         prior_correction = (prior_correction if prior_correction is not None
                             else inf.get("prior_correction", 0.0))
         gain = gain if gain is not None else inf.get("gain", 1.0)
+        spread = spread if spread is not None else inf.get("spread", 0.0)
         propagation = tuple(inf.get("hint_propagation", PROPAGATION))
         return cls(model, int(size), float(temperature), float(prior_correction), device, propagation,
-                   float(gain))
+                   float(gain), float(spread))
 
     @property
     def takes_hints(self) -> bool:
@@ -198,7 +200,7 @@ class Colorizer:
         l_small = _grey_to_l(_downscale(grey, (nw, nh)))[None, None].to(self.device)
         out = self.model(self.norm.l(l_small), hint_input if self.takes_hints else None)
         ab_n = self.model.decode(out, temperature=self.temperature, prior_correction=self.prior_correction,
-                                 gain=self.gain)
+                                 gain=self.gain, spread=self.spread)
         ab_n = F.interpolate(ab_n, size=(nh, nw), mode="bilinear", align_corners=False)
         ab = self.norm.ab_inv(ab_n).float()
         if hint_input is not None and self.propagation:

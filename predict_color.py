@@ -111,6 +111,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--prior-correction", type=float, help="classification models: 0 = as trained (rebalanced, vivid), 1 = calibrated (safer)")
     p.add_argument("--gain", type=_positive(float), help="any model: colour spread around the photo's mean colour; "
                    "1 = as decoded, above 1 more vivid (default: the checkpoint's)")
+    p.add_argument("--spread", type=float, help="models with a variance head: stretch each photo's colours by "
+                   "how unsure the network is of them; 0 = none, 1 = the colourfulness it expects (default: the checkpoint's)")
     p.add_argument("--overwrite", action="store_true", help="allow an output to replace its input")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
     p.add_argument("--max-pixels", type=_pixel_count, default=MAX_PIXELS,
@@ -217,7 +219,7 @@ def _load_colorizer(args: argparse.Namespace) -> Colorizer:
     try:
         return Colorizer.from_checkpoint(resolve_model(args.model), device=args.device, size=args.size,
                                          temperature=args.temperature, prior_correction=args.prior_correction,
-                                         gain=args.gain)
+                                         gain=args.gain, spread=args.spread)
     except CheckpointError as e:
         if args.model == DEFAULT_MODEL and not os.path.exists(DEFAULT_MODEL):
             raise CheckpointError(f"{e} (train one with train.py, or pass -model CKPT)") from None

@@ -39,7 +39,7 @@ def test_the_rule_picks_the_most_accurate_colourful_enough_setting(cls_run, tmp_
     ok = [r for r in sel["grid"] if r["cf_ratio"] >= 0.2]
     want = max(ok, key=lambda r: r["psnr_gain"]) if ok else max(sel["grid"], key=lambda r: r["cf_ratio"])
     assert sel["chosen"] == want
-    assert ckpt["inference"] == {k: want[k] for k in ("size", "temperature", "prior_correction", "gain")}
+    assert ckpt["inference"] == {k: want[k] for k in ("size", "temperature", "prior_correction", "gain", "spread")}
     assert all(v.dtype == torch.float16 for v in ckpt["model"].values() if v.is_floating_point())
     assert "ab_prior" in ckpt
 
@@ -140,3 +140,22 @@ def test_the_ab_prior_survives_a_run_without_rebalancing(cls_run, tmp_path):
 
     shipped, _ = export(out, tmp_path, "--checkpoint", "last.pt")
     torch.testing.assert_close(shipped["ab_prior"]["prior"], prior)
+
+
+def test_a_variance_head_is_exported_with_the_spread_the_rule_picks(photo_dir, tmp_path):
+    """--spreads is a grid axis for a regression_var run; the pick is stored and used by the Colorizer."""
+    run = tmp_path / "run"
+    r = train.train(train.parse_args([
+        "--data", str(photo_dir), "--out", str(run), "--loss", "mse_var", "--val-fraction", "0.25",
+        "--max-steps", "4", "--batch-size", "4", "--crop-size", "32", "--width", "8", "--depth", "2",
+        "--cache-dir", "", "--workers", "0", "--no-progress"]))
+    assert r["stopped"] is None
+    out = tmp_path / "model.pt"
+    assert export_model.main(["--run", str(run), "--checkpoint", "last.pt", "--out", str(out), "--sizes", "32",
+                              "--gains", "1,1.5", "--spreads", "0,2", "--min-cf", "0.5"]) == 0
+    sel = json.loads((tmp_path / "model_selection.json").read_text())
+    assert sorted((g["gain"], g["spread"]) for g in sel["grid"]) == [(1, 0), (1, 2), (1.5, 0), (1.5, 2)]
+    assert len({round(g["cf_ratio"], 6) for g in sel["grid"]}) == 4  # every setting decodes differently
+    from colorizer import Colorizer
+    col = Colorizer.from_checkpoint(str(out))
+    assert (col.gain, col.spread) == (sel["chosen"]["gain"], sel["chosen"]["spread"])

@@ -6,7 +6,9 @@ from model import ModelConfig, build_model
 from utils import CheckpointError, load_checkpoint, save_checkpoint
 
 SIZES = [(37, 53), (1, 1), (5, 200), (64, 64), (33, 17)]
-HEADS = {"regression": dict(head="regression"), "classification": dict(head="classification", num_bins=13)}
+HEADS = {"regression": dict(head="regression"), "classification": dict(head="classification", num_bins=13),
+         "regression_var": dict(head="regression_var")}
+CHANNELS = {"regression": 2, "classification": 13, "regression_var": 4}  # the head's output channels
 
 
 def tiny(head: str, depth: int = 3) -> torch.nn.Module:
@@ -22,8 +24,7 @@ def test_output_shapes_for_any_input_size(head, h, w):
     with torch.no_grad():
         out = model(l_n)
         ab = model.predict_ab(l_n)
-    channels = 2 if head == "regression" else 13
-    assert out.shape == (2, channels, (h + 1) // 2, (w + 1) // 2)  # the head works at half resolution
+    assert out.shape == (2, CHANNELS[head], (h + 1) // 2, (w + 1) // 2)  # the head works at half resolution
     assert ab.shape == (2, 2, h, w) and torch.isfinite(ab).all()
 
 
@@ -52,12 +53,41 @@ def test_the_gain_scales_each_images_colours_about_their_mean(head):
     if head == "classification":
         model.bins.copy_(torch.randn(13, 2) * 40)
     torch.manual_seed(1)
-    out = torch.randn(2, 2 if head == "regression" else 13, 10, 12) * 3  # head outputs with some spread
+    out = torch.randn(2, CHANNELS[head], 10, 12) * 3  # head outputs with some spread
     base, vivid = model.decode(out), model.decode(out, gain=1.6)
     mu = base.mean((2, 3), keepdim=True)
     torch.testing.assert_close(vivid.mean((2, 3), keepdim=True), mu)
     torch.testing.assert_close(vivid - mu, 1.6 * (base - mu))
     assert (base - mu).abs().max() > 0.05  # there is a spread to scale, so the test can tell
+
+
+def test_spread_stretches_each_image_by_its_own_predicted_variance():
+    """decode(spread=s): mu + sqrt(1 + s V / D) (m - mu) per image, V the mean predicted variance (summed over
+    a and b) and D the mean squared offset of the mean colours: an image the network is sure of (tiny V)
+    keeps its colours, an unsure one is stretched towards the colourfulness it predicts."""
+    model = tiny("regression_var")
+    torch.manual_seed(2)
+    mean = torch.randn(2, 2, 10, 12) * 0.2
+    log_var = torch.stack([torch.full((2, 10, 12), -14.0), torch.full((2, 10, 12), -3.0)])  # sure, unsure
+    out = torch.cat([mean, log_var], 1)
+    torch.testing.assert_close(model.decode(out), mean)  # spread 0: the mean as it is
+    s = 0.5
+    ab = model.decode(out, spread=s)
+    mu = mean.mean((2, 3), keepdim=True)
+    d = ((mean - mu) ** 2).sum(1).mean((1, 2))
+    k = (1 + s * 2 * torch.exp(torch.tensor([-14.0, -3.0])) / d).sqrt()
+    torch.testing.assert_close(ab - mu, k[:, None, None, None] * (mean - mu))
+    assert k[0] < 1.0001 and k[1] > 1.2  # the test can tell the two images apart
+
+
+def test_the_variance_branch_does_not_train_the_mean():
+    """The log-variance is predicted from detached features: its loss reaches only its own branch."""
+    model = tiny("regression_var").train()
+    out = model(torch.rand(2, 1, 21, 30) * 2 - 1)
+    out[:, 2:].pow(2).mean().backward()
+    for name, p in model.named_parameters():
+        touched = p.grad is not None and p.grad.abs().sum() > 0
+        assert touched == name.startswith("var_head."), name
 
 
 def test_bad_head_is_rejected():

