@@ -89,11 +89,12 @@ def _pixel_count(v: str) -> int:
     return int(n)
 
 
-def _positive(kind: type) -> Callable[[str], int | float]:
+def _positive(kind: type, zero: bool = False) -> Callable[[str], int | float]:
+    """An argparse type: a number above 0 (or at least 0 with zero=True)."""
     def parse(v: str):
         x = kind(v)
-        if not x > 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {v!r}")
+        if not (x >= 0 if zero else x > 0):
+            raise argparse.ArgumentTypeError(f"must be {'>=' if zero else '>'} 0, got {v!r}")
         return x
     return parse
 
@@ -111,7 +112,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--prior-correction", type=float, help="classification models: 0 = as trained (rebalanced, vivid), 1 = calibrated (safer)")
     p.add_argument("--gain", type=_positive(float), help="any model: colour spread around the photo's mean colour; "
                    "1 = as decoded, above 1 more vivid (default: the checkpoint's)")
-    p.add_argument("--spread", type=float, help="models with a variance head: stretch each photo's colours by "
+    p.add_argument("--spread", type=_positive(float, zero=True), help="models with a variance head: stretch each photo's colours by "
                    "how unsure the network is of them; 0 = none, 1 = the colourfulness it expects (default: the checkpoint's)")
     p.add_argument("--overwrite", action="store_true", help="allow an output to replace its input")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")

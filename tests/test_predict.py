@@ -448,6 +448,13 @@ def test_the_gain_flag_and_the_checkpoints_gain_spread_the_colours(tmp_path, ckp
     assert not np.array_equal(outs["as trained"], outs["flag 2"])
 
 
+def test_a_negative_spread_is_refused_by_the_parser(capsys):
+    with pytest.raises(SystemExit) as e:
+        predict_color.parse_args(["-image", "x.png", "--spread", "-1"])
+    assert e.value.code == 2 and "--spread: must be >= 0" in capsys.readouterr().err
+    assert predict_color.parse_args(["-image", "x.png", "--spread", "0"]).spread == 0
+
+
 def test_strips_and_threads_do_not_change_the_result(ckpts, monkeypatch):
     c = predict_color.Colorizer.from_checkpoint(str(ckpts.tiny))
     g = np.asarray(grey_photo(97, 61))
