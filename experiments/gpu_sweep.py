@@ -51,18 +51,19 @@ RUNS = {
 }
 
 
-def launch(name: str, args: list[str], out: str, log: str) -> tuple[subprocess.Popen, float]:
+def launch(args: list[str], out: str, log: str) -> tuple[subprocess.Popen, float]:
+    """Start train.py with args and --out out, its output (after the command line) in the file log."""
     cmd = [sys.executable, os.path.join(ROOT, "train.py"), *args, "--out", out]
-    f = open(log, "w")
-    f.write(" ".join(shlex.quote(c) for c in cmd) + "\n")
-    f.flush()
-    return subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT), time.time()
+    with open(log, "w") as f:
+        f.write(" ".join(shlex.quote(c) for c in cmd) + "\n")
+        f.flush()
+        return subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT), time.time()
 
 
 def run_all(jobs: dict[str, list[str]], work: str, tag: str, timeout: float) -> dict[str, dict]:
     """Start every job at once; wait for all (killing any still running after timeout). Wall time and
     exit status per job."""
-    procs = {n: launch(n, a, os.path.join(work, f"{tag}_{n}"), os.path.join(work, f"{tag}_{n}.log"))
+    procs = {n: launch(a, os.path.join(work, f"{tag}_{n}"), os.path.join(work, f"{tag}_{n}.log"))
              for n, a in jobs.items()}
     res = {}
     deadline = time.time() + timeout
