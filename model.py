@@ -134,28 +134,29 @@ class _ColorNet(nn.Module):
         mean colour). For a posterior mean this is the least-squared-error answer under a constraint on the
         colours' spread (experiments/decode_study.py), so it is the vividness knob of a regression head.
 
-        regression_var: the mean, and with spread s > 0 each image's colours are first stretched around its
-        mean colour by sqrt(1 + s V / D), V the predicted variance and D the spread of the mean colours, both
-        averaged over the image: s = 1 gives the prediction the colourfulness the network expects the
-        original to have, so an image the network is unsure of is stretched more than one it is sure of.
+        regression_var: the mean, and with spread s > 0 each image's gain is multiplied by sqrt(1 + s V / D),
+        V the predicted variance and D the spread of the mean colours, both averaged over the image: s = 1
+        gives the prediction the colourfulness the network expects the original to have, so an image the
+        network is unsure of is stretched more than one it is sure of.
         """
+        stretch = torch.full((len(out),), float(gain), device=out.device)  # per image, about its mean colour
+        stretched = gain != 1.0
         if self.cfg.head == "regression_var":
             ab = out[:, :2].float()
             if spread:
-                mu = ab.mean((2, 3), keepdim=True)
-                d = ((ab - mu) ** 2).sum(1).mean((1, 2))
+                d = ((ab - ab.mean((2, 3), keepdim=True)) ** 2).sum(1).mean((1, 2))
                 v = out[:, 2:4].float().clamp(LOG_VAR_MIN, LOG_VAR_MAX).exp().sum(1).mean((1, 2))
-                k = (1 + spread * v / d.clamp_min(1e-8)).sqrt()
-                ab = mu + k[:, None, None, None] * (ab - mu)
+                stretch = stretch * (1 + spread * v / d.clamp_min(1e-8)).sqrt()
+                stretched = True
         elif self.cfg.head == "regression":
             ab = out.float()
         else:
             logits = out.float() - prior_correction * self.log_weights[None, :, None, None]
             p = torch.softmax(logits / temperature, dim=1)
             ab = self.cfg.norm.ab(torch.einsum("bqhw,qc->bchw", p, self.bins))
-        if gain != 1.0:
+        if stretched:
             mu = ab.mean((2, 3), keepdim=True)
-            ab = mu + gain * (ab - mu)
+            ab = mu + stretch[:, None, None, None] * (ab - mu)
         return ab
 
     def predict_ab(self, l_norm: torch.Tensor, hints: torch.Tensor | None = None, **decode_kw) -> torch.Tensor:

@@ -144,10 +144,8 @@ def main(argv=None) -> int:
             "--cache-dir", os.path.join(a.work, "cache")]
     names = a.runs.split(",")
     jobs = {k: [*base, *shlex.split(RUNS[k]), *shlex.split(a.extra)] for k in names}
-    batch = 64
-    for tok_i, tok in enumerate(shlex.split(a.extra)):
-        if tok == "--batch-size":
-            batch = int(shlex.split(a.extra)[tok_i + 1])
+    import train
+    batch = train.parse_args(jobs[names[0]]).batch_size  # as train.py reads it, --extra included
 
     def save_record():
         with open(os.path.join(a.work, "sweep.json"), "w") as f:

@@ -8,6 +8,7 @@ import torch
 
 import export_model
 import train
+from colorizer import Colorizer
 from utils import load_checkpoint, rebalance_weights
 
 
@@ -18,12 +19,17 @@ def cls_run(tmp_path_factory, photo_dir):
     data = root / "photos"
     shutil.copytree(photo_dir, data)
     out = root / "run"
+    tiny_run(data, out, "classification", steps=6)
+    return out, data
+
+
+def tiny_run(data, out, loss: str, steps: int) -> None:
+    """A tiny training run of `loss` on data, a quarter of it held out, its checkpoints in out."""
     r = train.train(train.parse_args([
-        "--data", str(data), "--out", str(out), "--loss", "classification", "--val-fraction", "0.25",
-        "--max-steps", "6", "--batch-size", "4", "--crop-size", "32", "--width", "8", "--depth", "2",
+        "--data", str(data), "--out", str(out), "--loss", loss, "--val-fraction", "0.25",
+        "--max-steps", str(steps), "--batch-size", "4", "--crop-size", "32", "--width", "8", "--depth", "2",
         "--cache-dir", "", "--workers", "0", "--no-progress"]))
     assert r["stopped"] is None
-    return out, data
 
 
 def export(run, tmp_path, *extra):
@@ -145,17 +151,10 @@ def test_the_ab_prior_survives_a_run_without_rebalancing(cls_run, tmp_path):
 def test_a_variance_head_is_exported_with_the_spread_the_rule_picks(photo_dir, tmp_path):
     """--spreads is a grid axis for a regression_var run; the pick is stored and used by the Colorizer."""
     run = tmp_path / "run"
-    r = train.train(train.parse_args([
-        "--data", str(photo_dir), "--out", str(run), "--loss", "mse_var", "--val-fraction", "0.25",
-        "--max-steps", "4", "--batch-size", "4", "--crop-size", "32", "--width", "8", "--depth", "2",
-        "--cache-dir", "", "--workers", "0", "--no-progress"]))
-    assert r["stopped"] is None
-    out = tmp_path / "model.pt"
-    assert export_model.main(["--run", str(run), "--checkpoint", "last.pt", "--out", str(out), "--sizes", "32",
-                              "--gains", "1,1.5", "--spreads", "0,2", "--min-cf", "0.5"]) == 0
-    sel = json.loads((tmp_path / "model_selection.json").read_text())
+    tiny_run(photo_dir, run, "mse_var", steps=4)
+    _, sel = export(run, tmp_path, "--checkpoint", "last.pt", "--gains", "1,1.5", "--spreads", "0,2",
+                    "--min-cf", "0.5")
     assert sorted((g["gain"], g["spread"]) for g in sel["grid"]) == [(1, 0), (1, 2), (1.5, 0), (1.5, 2)]
     assert len({round(g["cf_ratio"], 6) for g in sel["grid"]}) == 4  # every setting decodes differently
-    from colorizer import Colorizer
-    col = Colorizer.from_checkpoint(str(out))
+    col = Colorizer.from_checkpoint(str(tmp_path / "model.pt"))
     assert (col.gain, col.spread) == (sel["chosen"]["gain"], sel["chosen"]["spread"])
