@@ -24,7 +24,7 @@ from PIL import Image
 
 from hints import PROPAGATION, Hint, HintError, hint_map, propagate_hints
 from image_io import grey_and_alpha
-from model import ModelConfig, build_model
+from model import Decode, ModelConfig, build_model
 from utils import CheckpointError, float_weights, grey_to_l, lab_to_rgb, load_checkpoint, match_luma
 
 DEFAULT_MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "checkpoints", "colorizer.pt")
@@ -136,19 +136,24 @@ def _model_from_checkpoint(ckpt: dict, path: str) -> torch.nn.Module:
     return model
 
 
+def decode_overrides(args) -> dict:
+    """A front end's decode flags (--temperature, --prior-correction, --gain, --spread; None where not given)
+    as Colorizer.from_checkpoint's keyword arguments."""
+    return {k: getattr(args, k, None) for k in Decode.keys()}
+
+
 class Colorizer:
     """The inference pipeline shared by every front end (CLI, evaluation, export).
 
     Colorizer.from_checkpoint(path).colorize(PIL image) -> PIL image (RGB, or RGBA if the input had alpha)
     """
 
-    def __init__(self, model, size: int, temperature: float, prior_correction: float, device="cpu",
-                 propagation: tuple[float, float] | None = PROPAGATION, gain: float = 1.0, spread: float = 0.0):
+    def __init__(self, model, size: int, decode: Decode = Decode(), device="cpu",
+                 propagation: tuple[float, float] | None = PROPAGATION):
         self.model = model.eval().to(device)
         self.norm = model.cfg.norm
-        self.size, self.temperature, self.prior_correction = size, temperature, prior_correction
-        self.gain = gain  # centred colour gain after the decode (model.decode): 1 as decoded, above is more vivid
-        self.spread = spread  # regression_var models: stretch each photo by its predicted variance (model.decode)
+        self.size = size      # short side the network sees
+        self.decode = decode  # the head's decode knobs (model.Decode)
         self.device = torch.device(device)
         # Hints: after the network, what they correct is spread over similar pixels (hints.propagate_hints
         # with these (sigma_space, sigma_l)); None: the network's answer to its hint input only.
@@ -156,23 +161,17 @@ class Colorizer:
 
     @classmethod
     def from_checkpoint(cls, path: str = DEFAULT_MODEL, device: str = "cpu", size: int | None = None,
-                        temperature: float | None = None, prior_correction: float | None = None,
-                        gain: float | None = None, spread: float | None = None) -> "Colorizer":
-        """Load a checkpoint (weights_only, strict); any problem is a one-line CheckpointError naming it."""
+                        **decode: float | None) -> "Colorizer":
+        """Load a checkpoint (weights_only, strict); any problem is a one-line CheckpointError naming it.
+        decode: model.Decode settings (temperature=..., gain=...) that override the checkpoint's; None keeps it."""
         ckpt = load_checkpoint(path)
         model = _model_from_checkpoint(ckpt, path)
         # Decode settings: the checkpoint's own (tuned on held-out images), unless overridden.
         inf = ckpt.get("inference") or {}
         tc = ckpt.get("train_config") or {}
         size = size or inf.get("size") or tc.get("resize") or round(tc.get("crop_size", 128) * 1.25)
-        temperature = temperature if temperature is not None else inf.get("temperature", 0.38)
-        prior_correction = (prior_correction if prior_correction is not None
-                            else inf.get("prior_correction", 0.0))
-        gain = gain if gain is not None else inf.get("gain", 1.0)
-        spread = spread if spread is not None else inf.get("spread", 0.0)
         propagation = tuple(inf.get("hint_propagation", PROPAGATION))
-        return cls(model, int(size), float(temperature), float(prior_correction), device, propagation,
-                   float(gain), float(spread))
+        return cls(model, int(size), Decode.from_dict(inf).override(**decode), device, propagation)
 
     @property
     def takes_hints(self) -> bool:
@@ -199,8 +198,7 @@ class Colorizer:
             hint_input = hint_map(hints, (w, h), (nw, nh), self.norm.ab_scale).to(self.device)
         l_small = _grey_to_l(_downscale(grey, (nw, nh)))[None, None].to(self.device)
         out = self.model(self.norm.l(l_small), hint_input if self.takes_hints else None)
-        ab_n = self.model.decode(out, temperature=self.temperature, prior_correction=self.prior_correction,
-                                 gain=self.gain, spread=self.spread)
+        ab_n = self.model.decode(out, self.decode)
         ab_n = F.interpolate(ab_n, size=(nh, nw), mode="bilinear", align_corners=False)
         ab = self.norm.ab_inv(ab_n).float()
         if hint_input is not None and self.propagation:

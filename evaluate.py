@@ -181,7 +181,7 @@ def main(argv=None) -> int:
 
     import torch
     from dataset import DataError, find_images
-    from colorizer import DEFAULT_MODEL, Colorizer
+    from colorizer import DEFAULT_MODEL, Colorizer, decode_overrides
     from utils import CheckpointError
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -189,10 +189,7 @@ def main(argv=None) -> int:
     labels = labels_for(models)
     try:
         sets = [(d, find_images(d)[: args.limit or None]) for d in args.data]
-        colorizers = [Colorizer.from_checkpoint(m, size=args.size, temperature=args.temperature,
-                                                prior_correction=args.prior_correction, gain=args.gain,
-                                                spread=args.spread)
-                       for m in models]
+        colorizers = [Colorizer.from_checkpoint(m, size=args.size, **decode_overrides(args)) for m in models]
     except (DataError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -218,9 +215,7 @@ def main(argv=None) -> int:
                 grey_fid = grey_fid if grey_fid is not None else fid_score(os.path.join(out, "grey"), data)
                 mean["grey_fid"] = grey_fid
             settings = {"model": model, "data": data, "images": len(paths), "size": colorizer.size, "hints": n_hints,
-                        "hint_propagation": colorizer.propagation,
-                        "temperature": colorizer.temperature, "prior_correction": colorizer.prior_correction,
-                        "gain": colorizer.gain, "spread": colorizer.spread}
+                        "hint_propagation": colorizer.propagation, **colorizer.decode.to_dict()}
             if out:
                 write_results(out, res, settings)
             rows.append((label, mean))

@@ -23,7 +23,7 @@ import sys
 
 from dataset import find_images, split_holdout
 from evaluate import evaluate
-from model import ModelConfig, build_model
+from model import Decode, ModelConfig, build_model
 from colorizer import Colorizer
 from train import ab_prior_entry
 from utils import float_weights, half_precision, int8_weights, load_checkpoint, save_checkpoint
@@ -96,18 +96,20 @@ def main(argv=None) -> int:
     gains = [float(g) for g in args.gains.split(",")]
     spreads = [float(v) for v in args.spreads.split(",")] if model.cfg.head == "regression_var" else [0.0]
     if model.cfg.head == "classification":
-        grid = list(itertools.product(sizes, map(float, args.temperatures.split(",")),
-                                      map(float, args.corrections.split(",")), gains, spreads))
+        knobs = list(itertools.product(map(float, args.temperatures.split(",")),
+                                       map(float, args.corrections.split(","))))
     else:
-        grid = [(s, 1.0, 0.0, g, v) for s in sizes for g in gains for v in spreads]
+        knobs = [(1.0, 0.0)]  # T and c mean nothing to a regression head
+    grid = [(size, Decode(t, c, g, v)) for size in sizes for t, c in knobs for g in gains for v in spreads]
 
     results = []
-    for size, t, c, g, v in grid:
-        m = evaluate(Colorizer(model, size, t, c, gain=g, spread=v), paths, progress=False)["mean"]
-        results.append({"size": size, "temperature": t, "prior_correction": c, "gain": g, "spread": v,
+    for size, dec in grid:
+        m = evaluate(Colorizer(model, size, dec), paths, progress=False)["mean"]
+        results.append({"size": size, **dec.to_dict(),
                         "psnr_gain": m["psnr"] - m["grey_psnr"], "cf_ratio": m["cf_ratio"],
                         "ssim": m["ssim"], "auc": m["auc"]})
-        print(f"size {size} T {t:.2f} c {c:.2f} gain {g:.2f} spread {v:.2f}: PSNR gain {results[-1]['psnr_gain']:+.2f} dB, "
+        print(f"size {size} T {dec.temperature:.2f} c {dec.prior_correction:.2f} gain {dec.gain:.2f} "
+              f"spread {dec.spread:.2f}: PSNR gain {results[-1]['psnr_gain']:+.2f} dB, "
               f"CF {100 * m['cf_ratio']:.0f}%, AuC {m['auc']:.1f}", flush=True)
     pick, ok = choose(results, args.min_cf)
     print(f"chosen: size {pick['size']}, T {pick['temperature']}, c {pick['prior_correction']}, gain {pick['gain']}, "
@@ -116,7 +118,7 @@ def main(argv=None) -> int:
 
     shipped = {"model": stored, "members": len(members),
                "model_config": ckpt["model_config"], "train_config": tc,
-               "inference": {k: pick[k] for k in ("size", "temperature", "prior_correction", "gain", "spread")},
+               "inference": {k: pick[k] for k in ("size", *Decode.keys())},
                "step": ckpt["step"], "epoch": ckpt["epoch"], "source": os.path.normpath(src),
                "member_sources": [os.path.normpath(src)] + [os.path.normpath(m) for m in args.members],
                "member_epochs": [m["epoch"] for m in members],

@@ -8,7 +8,7 @@ classification head, the quantised ab bins and colour prior (buffers, so they tr
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 
 import torch
 import torch.nn as nn
@@ -21,6 +21,32 @@ from utils import LabNorm, l_to_grey, resize_like
 ENCODERS = ("unet", *NOMINAL_SIZE)  # learned from scratch, or one of the pretrained encoders
 HEADS = ("regression", "classification", "regression_var")
 LOG_VAR_MIN, LOG_VAR_MAX = -14.0, 2.0  # range of a regression_var head's log-variance (normalised ab)
+
+
+@dataclass(frozen=True)
+class Decode:
+    """How a head's output becomes colours (_ColorNet.decode): the knobs that trade vividness for accuracy.
+    A checkpoint stores the ones chosen on held-out photos (export_model.py); front ends may override them."""
+    temperature: float = 0.38      # classification: annealed-mean T (lower: more vivid)
+    prior_correction: float = 0.0  # classification: c, how much of the training's class rebalancing to undo
+    gain: float = 1.0              # any head: centred colour gain about each image's mean colour
+    spread: float = 0.0            # regression_var: stretch each image by its predicted variance
+
+    @classmethod
+    def keys(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Decode":
+        """The settings a checkpoint's "inference" entry holds (others, e.g. size, are not decode settings)."""
+        return cls(**{k: float(d[k]) for k in cls.keys() if k in d})
+
+    def override(self, **values: float | None) -> "Decode":
+        """These settings with every value that is not None replaced (a front end's optional flags)."""
+        return replace(self, **{k: float(v) for k, v in values.items() if v is not None})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 @dataclass
@@ -82,10 +108,26 @@ class _ColorNet(nn.Module):
         # features, detached, so that it learns how far off the mean is without changing the mean itself.
         self.var_head = (nn.Sequential(nn.Conv2d(cin, cin, 3, padding=1), nn.ReLU(inplace=True),
                                        nn.Conv2d(cin, 2, 1)) if cfg.head == "regression_var" else None)
+        self.mean_frozen = False
         if cfg.head == "classification":
             # ab centres of the kept bins and log of the rebalancing weights; filled by the trainer.
             self.register_buffer("bins", torch.zeros(cfg.num_bins, 2))
             self.register_buffer("log_weights", torch.zeros(cfg.num_bins))
+
+    def freeze_mean(self) -> None:
+        """regression_var: train the variance branch only. Everything else keeps its weights and BatchNorm
+        statistics (the whole network stays in eval mode but for the branch, which has no BatchNorm), so
+        the branch learns the errors of exactly the network it will be used with."""
+        if self.var_head is None:
+            raise ValueError("freeze_mean needs a regression_var head")
+        self.mean_frozen = True
+        self.requires_grad_(False)
+        self.var_head.requires_grad_(True)
+        self.train(self.training)
+
+    def train(self, mode: bool = True):
+        super().train(mode and not self.mean_frozen)
+        return self
 
     def _make_hint_inputs(self, cfg: ModelConfig, channels: list[int]) -> None:
         """With cfg.hints: one 3x3 conv per decoder input (the bottleneck, then each up block's input)
@@ -123,9 +165,8 @@ class _ColorNet(nn.Module):
         x = self.head(x) if self.var_head is None else torch.cat([self.head(x), self.var_head(x.detach())], 1)
         return x[..., : (h + 1) // 2, : (w + 1) // 2]
 
-    def decode(self, out: torch.Tensor, temperature: float = 0.38, prior_correction: float = 0.0,
-               gain: float = 1.0, spread: float = 0.0) -> torch.Tensor:
-        """Head output -> normalised ab at the head's resolution.
+    def decode(self, out: torch.Tensor, settings: Decode = Decode()) -> torch.Tensor:
+        """Head output -> normalised ab at the head's resolution, with the knobs of `settings`.
 
         Classification: the annealed mean (Zhang et al. 2016) of softmax((logits - c log w) / T), where
         c in [0, 1] undoes the rebalancing that training applied (c = 1: the calibrated posterior; lower
@@ -139,7 +180,8 @@ class _ColorNet(nn.Module):
         gives the prediction the colourfulness the network expects the original to have, so an image the
         network is unsure of is stretched more than one it is sure of.
         """
-        stretch = torch.full((len(out),), float(gain), device=out.device)  # per image, about its mean colour
+        gain, spread = settings.gain, settings.spread
+        stretch = torch.full((len(out),), gain, device=out.device)  # per image, about its mean colour
         stretched = gain != 1.0
         if self.cfg.head == "regression_var":
             ab = out[:, :2].float()
@@ -151,17 +193,18 @@ class _ColorNet(nn.Module):
         elif self.cfg.head == "regression":
             ab = out.float()
         else:
-            logits = out.float() - prior_correction * self.log_weights[None, :, None, None]
-            p = torch.softmax(logits / temperature, dim=1)
+            logits = out.float() - settings.prior_correction * self.log_weights[None, :, None, None]
+            p = torch.softmax(logits / settings.temperature, dim=1)
             ab = self.cfg.norm.ab(torch.einsum("bqhw,qc->bchw", p, self.bins))
         if stretched:
             mu = ab.mean((2, 3), keepdim=True)
             ab = mu + stretch[:, None, None, None] * (ab - mu)
         return ab
 
-    def predict_ab(self, l_norm: torch.Tensor, hints: torch.Tensor | None = None, **decode_kw) -> torch.Tensor:
+    def predict_ab(self, l_norm: torch.Tensor, hints: torch.Tensor | None = None,
+                   settings: Decode = Decode()) -> torch.Tensor:
         """Normalised L (B,1,H,W) (and optionally the hint map (B,3,H,W)) -> normalised ab (B,2,H,W)."""
-        ab = self.decode(self(l_norm, hints), **decode_kw)
+        ab = self.decode(self(l_norm, hints), settings)
         return resize_like(ab, tuple(l_norm.shape[-2:]))
 
 
@@ -266,8 +309,8 @@ class ColorEnsemble(nn.Module):
     def forward(self, l_norm: torch.Tensor, hints: torch.Tensor | None = None) -> torch.Tensor:
         return torch.stack([m(l_norm, hints) for m in self.members])
 
-    def decode(self, out: torch.Tensor, **decode_kw) -> torch.Tensor:
-        return torch.stack([m.decode(o, **decode_kw) for m, o in zip(self.members, out)]).mean(0)
+    def decode(self, out: torch.Tensor, settings: Decode = Decode()) -> torch.Tensor:
+        return torch.stack([m.decode(o, settings) for m, o in zip(self.members, out)]).mean(0)
 
     predict_ab = _ColorNet.predict_ab  # decode(forward(l)), upsampled: nothing in it is per network
 

@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 from PIL import Image
 
-from colorizer import DEFAULT_MODEL, Colorizer, ordered_map  # Colorizer and DEFAULT_MODEL are also imported from here
+from colorizer import DEFAULT_MODEL, Colorizer, decode_overrides, ordered_map  # Colorizer and DEFAULT_MODEL are also imported from here
 from hints import Hint, HintError, check_inside, load_hints, parse_hint
 from image_io import (INPUT_EXTENSIONS, MAX_PIXELS, STDERR_LOCK, InputError, first_line, format_for_extension,
                       output_format, read_grey, save_histogram, save_image)
@@ -219,8 +219,7 @@ def _load_colorizer(args: argparse.Namespace) -> Colorizer:
         raise CheckpointError(device_error)
     try:
         return Colorizer.from_checkpoint(resolve_model(args.model), device=args.device, size=args.size,
-                                         temperature=args.temperature, prior_correction=args.prior_correction,
-                                         gain=args.gain, spread=args.spread)
+                                         **decode_overrides(args))
     except CheckpointError as e:
         if args.model == DEFAULT_MODEL and not os.path.exists(DEFAULT_MODEL):
             raise CheckpointError(f"{e} (train one with train.py, or pass -model CKPT)") from None

@@ -57,6 +57,7 @@ class TrainConfig:
     prior_images: int = field(default=2000, metadata={"help": "classification: images used to estimate the ab prior"})
     encoder: str = field(default="unet", metadata={"help": "model: unet (learned from scratch) | efficientnet_lite0 (ImageNet-pretrained; needs requirements-train.txt)", "choices": ENCODERS})
     encoder_lr: float = field(default=0.1, metadata={"help": "pretrained encoder's learning rate as a multiple of --lr (0 freezes it)"})
+    var_only: bool = field(default=False, metadata={"help": "mse_var: train only the variance branch, on the frozen network given by --init (an mse run's checkpoint): the branch learns that network's errors"})
     hints: bool = field(default=False, metadata={"help": "model: also take colour hints (user points); trained with simulated users"})
     hint_p_none: float = field(default=0.4, metadata={"help": "hints: share of training images given no hints at all"})
     width: int = field(default=32, metadata={"help": "model: channels of the first (decoder) level"})
@@ -99,6 +100,8 @@ def parse_args(argv=None) -> TrainConfig:
         p.error("--val-every must be at least 1")
     if cfg.encoder_lr < 0:
         p.error("--encoder-lr must be at least 0")
+    if cfg.var_only and (cfg.loss != "mse_var" or not (cfg.init or cfg.resume)):
+        p.error("--var-only needs --loss mse_var and a network to freeze (--init, or --resume of such a run)")
     return cfg
 
 
@@ -385,7 +388,10 @@ def new_model(cfg: TrainConfig, batches: Batches, pretrained: bool = True, init:
 
 def make_optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
     """AdamW; a pretrained encoder trains at --encoder-lr times the decoder's rate (each group's lr_mult),
-    or not at all (0: left out; train() freezes it, BatchNorm statistics included)."""
+    or not at all (0: left out; train() freezes it, BatchNorm statistics included). A frozen mean
+    (--var-only) leaves the variance branch as the only group."""
+    if model.mean_frozen:
+        return torch.optim.AdamW(model.var_head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     if model.cfg.encoder == "unet":
         return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     enc = list(model.encoder.parameters())
@@ -436,11 +442,12 @@ def make_checkpoint(model, opt, cfg: TrainConfig, epoch: int, step_in_epoch: int
 
 def load_init(model, ckpt: dict, path: str) -> None:
     """--init: the checkpoint's weights into model. Only a hint model's hint inputs may be missing (an
-    automatic model fine-tuned into a hint model: they start at zero, so it starts as that model). The
+    automatic model fine-tuned into a hint model: they start at zero, so it starts as that model), and a
+    variance branch (an mse network fine-tuned into mse_var: the branch starts fresh). The
     classification loss's rebalancing weights stay those new_model set from this run's --rebalance-lambda."""
     weights = {k: v for k, v in init_weights(ckpt).items() if k != "log_weights"}
     missing, unexpected = model.load_state_dict(weights, strict=False)
-    missing = [k for k in missing if not k.startswith("hint_in.") and k != "log_weights"]
+    missing = [k for k in missing if not k.startswith(("hint_in.", "var_head.")) and k != "log_weights"]
     if missing or unexpected:
         raise CheckpointError(f"{path}: its weights do not fit this model ("
                               f"{len(missing)} missing, {len(unexpected)} unexpected, e.g. "
@@ -504,7 +511,9 @@ def train(cfg: TrainConfig) -> dict:
         if init is not None:
             load_init(model, init, cfg.init)
     mcfg, norm = model.cfg, model.cfg.norm
-    if mcfg.encoder != "unet" and cfg.encoder_lr == 0:
+    if cfg.var_only:
+        model.freeze_mean()
+    elif mcfg.encoder != "unet" and cfg.encoder_lr == 0:
         model.freeze_encoder()
     opt = make_optimizer(model, cfg)
     epoch, skip, step, best = 0, 0, 0, float("inf")

@@ -26,6 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from colorizer import Colorizer  # noqa: E402
 from dataset import find_images  # noqa: E402
 from evaluate import evaluate  # noqa: E402
+from model import Decode  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -44,12 +45,12 @@ def main(argv=None) -> int:
     paths = find_images(args.images)
     print(f"{args.model} on {len(paths)} photos of {args.images}, network at {shipped.size} px")
     print("| decode | PSNR gain over grey | colourfulness share |\n|---|---|---|")
-    rows = [(shipped.temperature, float(c), None) for c in args.corrections.split(",")]
+    rows = [(shipped.decode.temperature, float(c), None) for c in args.corrections.split(",")]
     for base in args.bases.split(";"):
         t, c = map(float, base.split(","))
         rows += [(t, c, float(k)) for k in args.gains.split(",")]
     for t, c, k in rows:
-        m = evaluate(Colorizer(shipped.model, shipped.size, t, c, gain=1.0 if k is None else k), paths,
+        m = evaluate(Colorizer(shipped.model, shipped.size, Decode(t, c, 1.0 if k is None else k)), paths,
                      progress=False)["mean"]
         name = f"annealed mean, T {t}, c {c}" if k is None else f"centred gain {k} on T {t}, c {c}"
         print(f"| {name} | {m['psnr'] - m['grey_psnr']:+.2f} dB | {100 * m['cf_ratio']:.0f}% |", flush=True)

@@ -57,10 +57,10 @@ def colorizer_with(base: Colorizer, family: str, k: float, x: float) -> Colorize
     """A colorizer of base's network and size decoding with the centred gain k ("gain"), the soft cap
     ("cap", r0 = x) or the per-photo gain ("photo", alpha = x)."""
     if family == "gain":
-        return Colorizer(base.model, base.size, base.temperature, base.prior_correction, gain=k)
+        return Colorizer(base.model, base.size, base.decode.override(gain=k))
     stretch = soft_cap if family == "cap" else per_photo_gain
-    decoded = _Decoded(base.model, lambda out, **kw: stretch(base.model.decode(out, **kw), k, x))
-    return Colorizer(decoded, base.size, base.temperature, base.prior_correction)  # its own gain stays 1
+    decoded = _Decoded(base.model, lambda out, settings: stretch(base.model.decode(out, settings), k, x))
+    return Colorizer(decoded, base.size, base.decode.override(gain=1.0))  # its own gain stays 1
 
 
 class _Decoded(torch.nn.Module):
@@ -110,7 +110,7 @@ def main(argv=None) -> int:
     print(f"pick: {names[pick[0]].format(k=pick[1], x=pick[2])}")
     for folder in args.check:
         check = find_images(folder)
-        for name, decode in (("pick", pick), ("stored gain", ("gain", base.gain, 0.0))):
+        for name, decode in (("pick", pick), ("stored gain", ("gain", base.decode.gain, 0.0))):
             m = evaluate(colorizer_with(base, *decode), check, progress=False)["mean"]
             label = names[decode[0]].format(k=decode[1], x=decode[2])
             print(f"{folder}, {name} ({label}): PSNR gain {m['psnr'] - m['grey_psnr']:+.3f} dB, "

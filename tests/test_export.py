@@ -157,4 +157,4 @@ def test_a_variance_head_is_exported_with_the_spread_the_rule_picks(photo_dir, t
     assert sorted((g["gain"], g["spread"]) for g in sel["grid"]) == [(1, 0), (1, 2), (1.5, 0), (1.5, 2)]
     assert len({round(g["cf_ratio"], 6) for g in sel["grid"]}) == 4  # every setting decodes differently
     col = Colorizer.from_checkpoint(str(tmp_path / "model.pt"))
-    assert (col.gain, col.spread) == (sel["chosen"]["gain"], sel["chosen"]["spread"])
+    assert (col.decode.gain, col.decode.spread) == (sel["chosen"]["gain"], sel["chosen"]["spread"])

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from model import ModelConfig, build_model
+from model import Decode, ModelConfig, build_model
 from utils import CheckpointError, load_checkpoint, save_checkpoint
 
 SIZES = [(37, 53), (1, 1), (5, 200), (64, 64), (33, 17)]
@@ -54,11 +54,19 @@ def test_the_gain_scales_each_images_colours_about_their_mean(head):
         model.bins.copy_(torch.randn(13, 2) * 40)
     torch.manual_seed(1)
     out = torch.randn(2, CHANNELS[head], 10, 12) * 3  # head outputs with some spread
-    base, vivid = model.decode(out), model.decode(out, gain=1.6)
+    base, vivid = model.decode(out), model.decode(out, Decode(gain=1.6))
     mu = base.mean((2, 3), keepdim=True)
     torch.testing.assert_close(vivid.mean((2, 3), keepdim=True), mu)
     torch.testing.assert_close(vivid - mu, 1.6 * (base - mu))
     assert (base - mu).abs().max() > 0.05  # there is a spread to scale, so the test can tell
+
+
+def test_decode_settings_come_from_a_checkpoint_entry_and_take_only_given_overrides():
+    d = Decode.from_dict({"size": 192, "temperature": 0.55, "gain": 1.2})  # size is not a decode setting
+    assert d == Decode(temperature=0.55, gain=1.2)
+    assert d.override(gain=None, spread=0.3) == Decode(0.55, 0.0, 1.2, 0.3)
+    with pytest.raises(TypeError):
+        d.override(vividness=2.0)
 
 
 def test_spread_stretches_each_image_by_its_own_predicted_variance():
@@ -72,7 +80,7 @@ def test_spread_stretches_each_image_by_its_own_predicted_variance():
     out = torch.cat([mean, log_var], 1)
     torch.testing.assert_close(model.decode(out), mean)  # spread 0: the mean as it is
     s = 0.5
-    ab = model.decode(out, spread=s)
+    ab = model.decode(out, Decode(spread=s))
     mu = mean.mean((2, 3), keepdim=True)
     d = ((mean - mu) ** 2).sum(1).mean((1, 2))
     k = (1 + s * 2 * torch.exp(torch.tensor([-14.0, -3.0])) / d).sqrt()
@@ -88,6 +96,17 @@ def test_the_variance_branch_does_not_train_the_mean():
     for name, p in model.named_parameters():
         touched = p.grad is not None and p.grad.abs().sum() > 0
         assert touched == name.startswith("var_head."), name
+
+
+def test_a_frozen_mean_leaves_only_the_variance_branch_trainable_and_the_rest_in_eval_mode():
+    model = tiny("regression_var")
+    model.freeze_mean()
+    model.train()
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == \
+        {n for n, _ in model.named_parameters() if n.startswith("var_head.")}
+    assert not any(m.training for m in model.modules())  # BatchNorm keeps the network's statistics
+    with pytest.raises(ValueError):
+        tiny("regression").freeze_mean()
 
 
 def test_bad_head_is_rejected():
@@ -122,12 +141,12 @@ def test_an_ensemble_averages_its_members_decoded_colours():
         m.bins.copy_(torch.randn(13, 2) * 40)
         m.log_weights.copy_(torch.randn(13))
     l_n = torch.rand(1, 1, 21, 18) * 2 - 1
-    kw = {"temperature": 0.5, "prior_correction": 0.7}
+    settings = Decode(temperature=0.5, prior_correction=0.7)
     with torch.no_grad():
         out = ens(l_n)
         assert out.shape[:2] == (2, 1)
-        each = [m.predict_ab(l_n, **kw) for m in ens.members]
-        torch.testing.assert_close(ens.predict_ab(l_n, **kw), (each[0] + each[1]) / 2)
+        each = [m.predict_ab(l_n, settings=settings) for m in ens.members]
+        torch.testing.assert_close(ens.predict_ab(l_n, settings=settings), (each[0] + each[1]) / 2)
     assert not torch.allclose(each[0], each[1])  # the members differ, so the test can tell
     assert type(build_model(cfg)).__name__ == "ColorUNet"
     with pytest.raises(ValueError):

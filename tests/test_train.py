@@ -146,6 +146,32 @@ def test_each_loss_trains_and_its_checkpoint_colorizes(loss, photo_dir, tmp_path
     assert Colorizer.from_checkpoint(str(out / "last.pt")).colorize(grey).size == (37, 53)
 
 
+def test_var_only_trains_the_variance_branch_of_a_frozen_mse_network(tiny_run, photo_dir, tmp_path, tiny_argv):
+    """--var-only: an mse checkpoint gets a fresh variance branch, and only that branch moves; every other
+    weight and BatchNorm statistic is the checkpoint's, so the branch learns that very network's errors."""
+    out = tmp_path / "run"
+    r = run_in_process(tiny_argv(photo_dir, out, "--loss", "mse_var", "--var-only", "--init",
+                                 tiny_run / "last.pt", "--max-steps", "3"))
+    assert r["stopped"] is None and r["step"] == 3
+    before = train.init_weights(load_checkpoint(str(tiny_run / "last.pt")))
+    after = load_checkpoint(str(out / "last.pt"))
+    assert after["model_config"]["head"] == "regression_var"
+    for k, v in after["model"].items():
+        if k.startswith("var_head."):
+            assert k not in before
+        else:
+            torch.testing.assert_close(v, before[k], rtol=0, atol=0, msg=k)
+    assert [len(g["params"]) for g in after["optimizer"]["param_groups"]] == [4]  # the branch's 2 convs
+    grey = Image.new("L", (37, 53), 128)
+    assert Colorizer.from_checkpoint(str(out / "last.pt"), spread=1.0).colorize(grey).size == (37, 53)
+
+
+@pytest.mark.parametrize("bad", [["--var-only", "--loss", "mse_var"], ["--var-only", "--init", "x.pt"]])
+def test_var_only_needs_the_variance_loss_and_a_network(bad):
+    with pytest.raises(SystemExit):
+        train.parse_args(bad)
+
+
 def test_val_every_validates_on_its_epochs_and_after_the_last(photo_dir, tmp_path):
     out = tmp_path / "run"
     r = run_in_process(["--data", str(photo_dir), "--out", str(out), "--epochs", "5", "--val-every", "2",
