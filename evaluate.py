@@ -95,9 +95,10 @@ def image_hints(colorizer, true: np.ndarray, name: str, n: int) -> list:
 
 
 def evaluate(colorizer, paths: list[str], out_dir: str | None = None, sheet_images: int = 6,
-             progress: bool = True, save_outputs: bool = False, hints: int = 0) -> dict:
+             progress: bool = True, save_outputs: bool = False, hints: int = 0, save_grey: bool = False) -> dict:
     """Score `colorizer` (with `hints` simulated points per image) and the grey baseline on `paths`.
-    Returns {"rows": [...], "mean": {...}}."""
+    save_outputs / save_grey: write the colorized / grey images as PNG to out_dir/outputs, out_dir/grey
+    (folders for FID). Returns {"rows": [...], "mean": {...}}."""
     from tqdm import tqdm
     rows, sheet = [], []
     seconds = 0.0
@@ -114,9 +115,10 @@ def evaluate(colorizer, paths: list[str], out_dir: str | None = None, sheet_imag
         rows.append({"image": os.path.basename(path), **ours, **{f"grey_{k}": v for k, v in base.items()}})
         if out_dir and i < sheet_images:
             sheet.append((grey, pred, true))
-        if out_dir and save_outputs:  # for FID, which compares folders
-            name = os.path.splitext(rows[-1]["image"])[0] + ".png"
+        name = os.path.splitext(rows[-1]["image"])[0] + ".png"
+        if out_dir and save_outputs:
             Image.fromarray(pred).save(os.path.join(out_dir, "outputs", name))
+        if out_dir and save_grey:
             Image.fromarray(grey).save(os.path.join(out_dir, "grey", name))
     mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if k != "image"}
     mean["dcf"] = mean["cf"] - mean["cf_orig"]
@@ -205,14 +207,17 @@ def main(argv=None) -> int:
                 for n in args.hints if n == 0 or c.takes_hints or c.propagation]
         for model, label, colorizer, n_hints in runs:
             out = os.path.join(args.out, set_name, label) if args.out and nested else args.out
+            save_grey = args.fid and grey_fid is None  # grey's FID is the same for every model: once a set
             if out:
-                for sub in ("outputs", "grey"):
+                for sub in ("outputs",) + ("grey",) * save_grey:
                     os.makedirs(os.path.join(out, sub), exist_ok=True)
-            res = evaluate(colorizer, paths, out, save_outputs=args.fid, hints=n_hints)  # --fid implies --out
+            res = evaluate(colorizer, paths, out, save_outputs=args.fid, hints=n_hints,  # --fid implies --out
+                           save_grey=save_grey)
             mean = res["mean"]
             if args.fid:
                 mean["fid"] = fid_score(os.path.join(out, "outputs"), data)
-                grey_fid = grey_fid if grey_fid is not None else fid_score(os.path.join(out, "grey"), data)
+                if save_grey:
+                    grey_fid = fid_score(os.path.join(out, "grey"), data)
                 mean["grey_fid"] = grey_fid
             settings = {"model": model, "data": data, "images": len(paths), "size": colorizer.size, "hints": n_hints,
                         "hint_propagation": colorizer.propagation, **colorizer.decode.to_dict()}

@@ -1,5 +1,6 @@
 """evaluate.py: the metrics on known cases, and a whole run with a freshly trained tiny checkpoint."""
 import json
+import os
 
 import numpy as np
 import torch
@@ -66,6 +67,35 @@ def test_several_sets_and_models_in_one_run(tiny_run, photo_dir, tmp_path, capsy
         assert a["grey_psnr"] == b["grey_psnr"] and (out / name / "last_1" / "summary.json").is_file()
     printed = capsys.readouterr().out
     assert printed.count("grey ") >= 2 and "last_1" in printed
+
+
+def test_fid_scores_each_model_and_the_grey_baseline_once_per_set(tiny_run, photo_dir, tmp_path, monkeypatch):
+    """--fid compares folders of PNGs: every model's outputs, and the grey inputs, which are the same for every
+    model, so they are written and scored once per set (the first model's folder) and shared."""
+    calls = []
+
+    def fake_fid(pred_dir, true_dir):  # FID's network is not needed to count what is compared
+        calls.append(pred_dir)
+        return float(len(calls))
+
+    monkeypatch.setattr(evaluate, "fid_score", fake_fid)
+    out = tmp_path / "eval"
+    ckpt = str(tiny_run / "last.pt")
+    other = tmp_path / "other" / "last.pt"
+    other.parent.mkdir()
+    other.write_bytes((tiny_run / "best.pt").read_bytes())
+    assert evaluate.main(["--data", str(photo_dir), "--model", ckpt, str(other), "--out", str(out), "--limit", "3",
+                          "--fid"]) == 0
+    (set_dir,) = [d for d in out.iterdir() if d.is_dir()]  # OUT/<set>/<model>/
+    first, second = set_dir / "last_0", set_dir / "last_1"
+    assert [os.path.relpath(c, set_dir) for c in calls] == [os.path.join("last_0", "outputs"),
+                                                        os.path.join("last_0", "grey"),
+                                                        os.path.join("last_1", "outputs")]
+    assert len(list((first / "grey").glob("*.png"))) == 3 and not (second / "grey").exists()
+    assert len(list((second / "outputs").glob("*.png"))) == 3
+    (rows,) = json.loads((out / "results.json").read_text()).values()
+    assert rows["last_0"]["mean"]["grey_fid"] == rows["last_1"]["mean"]["grey_fid"] == 2.0
+    assert (rows["last_0"]["mean"]["fid"], rows["last_1"]["mean"]["fid"]) == (1.0, 3.0)
 
 
 def test_simulated_hints_are_seeded_nested_and_help(tiny_run, photo_dir, tmp_path):
