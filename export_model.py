@@ -4,7 +4,7 @@ python export_model.py --run runs/shipped --out checkpoints/colorizer.pt [--memb
 
 The decode settings of a classification model (annealed-mean temperature T and prior correction c), and of
 any model the centred colour gain, trade vividness for accuracy. They are chosen on the run's own held-out
-training images, or on the photos of --select (never on val/ or bench/): the most accurate setting (PSNR)
+training images (the first 150), or on all the photos of --select: the most accurate setting (PSNR)
 among those whose colourfulness reaches --min-cf of the originals'. The grid and its scores are written
 beside the checkpoint as JSON.
 
@@ -55,7 +55,8 @@ def main(argv=None) -> int:
     p.add_argument("--data", default="", help="the run's training folder, if it is elsewhere now (a packed copy "
                    "with the same file stems, experiments/pack_data.py, holds out the same images)")
     p.add_argument("--out", default="checkpoints/colorizer.pt")
-    p.add_argument("--images", type=int, default=150, help="photos used to choose the settings (0: all)")
+    p.add_argument("--images", type=int, default=None, help="photos used to choose the settings (0: all; "
+                   "default: every photo of --select, else the first 150 held-out images)")
     p.add_argument("--select", default="", help="choose on this folder of colour photos instead of the run's "
                    "held-out images (e.g. the general photos of a landscape-heavy training set)")
     p.add_argument("--min-cf", type=float, default=0.75, help="required colourfulness, share of the originals'")
@@ -90,7 +91,8 @@ def main(argv=None) -> int:
     if args.select:
         paths = find_images(args.select)[:args.images or None]
     else:
-        paths = held_out_paths({**tc, "data": args.data} if args.data else tc, args.images)
+        paths = held_out_paths({**tc, "data": args.data} if args.data else tc,
+                               150 if args.images is None else args.images)
     base_size = tc.get("resize") or round(tc["crop_size"] * 1.25)
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else [base_size]
     gains = [float(g) for g in args.gains.split(",")]

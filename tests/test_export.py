@@ -3,12 +3,15 @@ the run's training folder has moved) or on a separate selection folder; a float1
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import export_model
 import train
 from colorizer import Colorizer
+from dataset import find_images
 from utils import load_checkpoint, rebalance_weights
 
 
@@ -64,6 +67,18 @@ def test_a_moved_training_folder_holds_out_the_same_images(cls_run, tmp_path):
 def test_a_selection_folder_replaces_the_held_out_images(cls_run, photo_dir, tmp_path):
     _, sel = export(cls_run[0], tmp_path, "--select", photo_dir, "--images", "3")
     assert sel["selection_images"] == 3 and sel["selection_set"] == str(photo_dir)
+
+
+def test_a_selection_folder_is_used_whole_unless_limited(cls_run, tmp_path):
+    """--select names the photos to choose on: all of them by default (the held-out images' default of 150
+    once cut a 300-photo folder in half without a word)."""
+    folder = tmp_path / "select"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(151):
+        Image.fromarray(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)).save(folder / f"{i:03d}.png")
+    _, sel = export(cls_run[0], tmp_path, "--select", folder, "--temperatures", "0.38", "--corrections", "0")
+    assert sel["selection_images"] == len(find_images(str(folder))) == 151
 
 
 def test_members_make_an_int8_ensemble_chosen_with_its_stored_weights(cls_run, tmp_path):
