@@ -116,8 +116,8 @@ class _ColorNet(nn.Module):
 
     def freeze_mean(self) -> None:
         """regression_var: train the variance branch only. Everything else keeps its weights and BatchNorm
-        statistics (the whole network stays in eval mode but for the branch, which has no BatchNorm), so
-        the branch learns the errors of exactly the network it will be used with."""
+        statistics (the whole network stays in eval mode; the branch has no BatchNorm or dropout, so that
+        changes nothing for it), so the branch learns the errors of exactly the network it will be used with."""
         if self.var_head is None:
             raise ValueError("freeze_mean needs a regression_var head")
         self.mean_frozen = True
