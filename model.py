@@ -23,6 +23,16 @@ HEADS = ("regression", "classification", "regression_var")
 LOG_VAR_MIN, LOG_VAR_MAX = -14.0, 2.0  # range of a regression_var head's log-variance (normalised ab)
 
 
+def colour_spread(ab: torch.Tensor) -> torch.Tensor:
+    """ab (B, 2, H, W) -> (B,): each image's mean squared distance from its mean colour (a and b summed)."""
+    return ((ab - ab.mean((2, 3), keepdim=True)) ** 2).sum(1).mean((1, 2))
+
+
+def predicted_variance(out: torch.Tensor) -> torch.Tensor:
+    """A regression_var head's output (B, 4, h, w) -> the variance it predicts for a and b, (B, 2, h, w)."""
+    return out[:, 2:4].float().clamp(LOG_VAR_MIN, LOG_VAR_MAX).exp()
+
+
 @dataclass(frozen=True)
 class Decode:
     """How a head's output becomes colours (_ColorNet.decode): the knobs that trade vividness for accuracy.
@@ -186,9 +196,8 @@ class _ColorNet(nn.Module):
         if self.cfg.head == "regression_var":
             ab = out[:, :2].float()
             if spread:
-                d = ((ab - ab.mean((2, 3), keepdim=True)) ** 2).sum(1).mean((1, 2))
-                v = out[:, 2:4].float().clamp(LOG_VAR_MIN, LOG_VAR_MAX).exp().sum(1).mean((1, 2))
-                stretch = stretch * (1 + spread * v / d.clamp_min(1e-8)).sqrt()
+                v = predicted_variance(out).sum(1).mean((1, 2))
+                stretch = stretch * (1 + spread * v / colour_spread(ab).clamp_min(1e-8)).sqrt()
                 stretched = True
         elif self.cfg.head == "regression":
             ab = out.float()

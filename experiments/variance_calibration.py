@@ -3,14 +3,15 @@
 python experiments/variance_calibration.py --model runs/lite0_mse_long_var/last.pt \
     --images ../shared/data/val/general ../shared/data/val/bsds
 
-Each photo is resized to the network's input size (short side --size), split into L and ab as in training,
-and run through the network. Per photo, at the head's (half) resolution and in normalised ab units summed
-over a and b: E, the mean squared error of the predicted mean; V, the mean predicted variance; D, the
-spread of the predicted mean colours about their mean; T, the same spread of the true colours. Printed per
-folder: E / V (1 if the variance is calibrated on average), the rank correlation of V with E across photos
-(does the branch know which photos it is unsure of?) and T / D (how much colour the mean
-misses; the median over photos). The spread decode (model.decode) stretches a photo by sqrt(1 + s V / D), so with a calibrated V
-and s = 1 it restores the colourfulness E + D the network expects the original to have.
+Each photo is resized to the size the colorizer's network sees it at (Colorizer.net_size; --size sets its
+short side), split into L and ab as in training, and run through the network. Per photo, at the head's (half)
+resolution and in normalised ab units summed over a and b: E, the mean squared error of the predicted mean; V,
+the mean predicted variance; D, the spread of the predicted mean colours about their mean; T, the same spread
+of the true colours. Printed per folder: E / V (1 if the variance is calibrated on average), the rank
+correlation of V with E across photos (does the branch know which photos it is unsure of?) and T / D (how much
+colour the mean misses; the median over photos). The spread decode (model.decode) stretches a photo by
+sqrt(1 + s V / D), so with a calibrated V and s = 1 it restores the colourfulness E + D the network expects
+the original to have.
 """
 from __future__ import annotations
 
@@ -26,27 +27,22 @@ from PIL import Image
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from colorizer import Colorizer  # noqa: E402
 from dataset import find_images  # noqa: E402
-from model import LOG_VAR_MAX, LOG_VAR_MIN  # noqa: E402
+from model import colour_spread, predicted_variance  # noqa: E402
 
 
-def photo_stats(model, path: str, size: int) -> tuple[float, float, float, float]:
-    """(E, V, D, T) of one photo, as the module docstring defines them."""
+def photo_stats(col: Colorizer, path: str) -> tuple[float, float, float, float]:
+    """(E, V, D, T) of one photo at the size col's network sees it, as the module docstring defines them."""
     with Image.open(path) as im:
         im = im.convert("RGB")
-        s = size / min(im.size)
-        im = im.resize((max(1, round(im.width * s)), max(1, round(im.height * s))), Image.BICUBIC)
+        im = im.resize(col.net_size(*im.size), Image.BICUBIC)
     rgb = torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1)[None]
-    l_n, ab_n = model.cfg.norm.split(rgb)
+    l_n, ab_n = col.norm.split(rgb)
     with torch.inference_mode():
-        out = model(l_n).float()
+        out = col.model(l_n).float()
     mean = out[:, :2]
-    var = out[:, 2:4].clamp(LOG_VAR_MIN, LOG_VAR_MAX).exp()
     target = F.avg_pool2d(ab_n, 2, ceil_mode=True)[..., : mean.shape[-2], : mean.shape[-1]]
-
-    def spread(ab):
-        return float(((ab - ab.mean((2, 3), keepdim=True)) ** 2).sum(1).mean())
-
-    return float(((target - mean) ** 2).sum(1).mean()), float(var.sum(1).mean()), spread(mean), spread(target)
+    return (float(((target - mean) ** 2).sum(1).mean()), float(predicted_variance(out).sum(1).mean()),
+            float(colour_spread(mean)), float(colour_spread(target)))
 
 
 def spearman(x: np.ndarray, y: np.ndarray) -> float:
@@ -63,14 +59,13 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    col = Colorizer.from_checkpoint(args.model)
+    col = Colorizer.from_checkpoint(args.model, size=args.size or None)
     if col.model.cfg.head != "regression_var":
         p.error("this study is for regression_var heads")
-    size = args.size or col.size
-    print(f"{args.model} at {size} px")
+    print(f"{args.model} at {col.size} px")
     print("| photos | E / V | rank corr. of V with E | median T / D |\n|---|---|---|---|")
     for folder in args.images:
-        stats = np.array([photo_stats(col.model, path, size) for path in find_images(folder)])
+        stats = np.array([photo_stats(col, path) for path in find_images(folder)])
         e, v, d, t = stats.T
         print(f"| {folder} ({len(stats)}) | {e.mean() / v.mean():.2f} | {spearman(v, e):.2f} | "
               f"{np.median(t / np.maximum(d, 1e-8)):.2f} |", flush=True)
