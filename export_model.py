@@ -4,9 +4,9 @@ python export_model.py --run runs/shipped --out checkpoints/colorizer.pt [--memb
 
 The decode settings of a classification model (annealed-mean temperature T and prior correction c), and of
 any model the centred colour gain, trade vividness for accuracy. They are chosen on the run's own held-out
-training images (the first 150), or on all the photos of --select: the most accurate setting (PSNR)
-among those whose colourfulness reaches --min-cf of the originals'. The grid and its scores are written
-beside the checkpoint as JSON.
+training images (the first 150), or on all the photos of the --select folders: the most accurate setting
+(PSNR gain over grey, the mean over the folders) among those whose colourfulness reaches --min-cf of the
+originals' on every folder. The grid and its scores are written beside the checkpoint as JSON.
 
 --members adds more checkpoints of the same network (a snapshot ensemble: the shipped model averages their
 colours). Weights are stored in float16, or with --int8 as int8 with per-channel scales, and the settings are
@@ -19,6 +19,7 @@ import itertools
 import json
 import os
 import sys
+from typing import Sequence
 
 
 from dataset import find_images, split_holdout
@@ -39,12 +40,37 @@ def held_out_paths(train_config: dict, limit: int) -> list[str]:
     return paths[:limit] if limit else paths
 
 
-def choose(results: list[dict], min_cf: float) -> tuple[dict, bool]:
-    """The selection rule over scored settings (dicts with "psnr_gain" and "cf_ratio"): the most accurate
-    of those whose colourfulness reaches min_cf, or, if none does, the most colourful. Returns the pick
-    and whether any setting reached min_cf."""
-    ok = [r for r in results if r["cf_ratio"] >= min_cf]
-    pick = max(ok, key=lambda r: r["psnr_gain"]) if ok else max(results, key=lambda r: r["cf_ratio"])
+def score(colorizer: Colorizer, sets: dict[str, list[str]]) -> dict:
+    """One setting's scores: PSNR gain over grey, colourfulness share, SSIM and AuC, as means over the
+    selection sets (each set's own mean over its photos), and with several sets each set's under "per_set"."""
+    per_set = []
+    for name, paths in sets.items():
+        m = evaluate(colorizer, paths, progress=False)["mean"]
+        per_set.append({"set": name, "images": len(paths), "psnr_gain": m["psnr"] - m["grey_psnr"],
+                        "cf_ratio": m["cf_ratio"], "ssim": m["ssim"], "auc": m["auc"]})
+    keys = ("psnr_gain", "cf_ratio", "ssim", "auc")
+    mean = {k: sum(s[k] for s in per_set) / len(per_set) for k in keys}
+    return mean if len(per_set) == 1 else {**mean, "per_set": per_set}
+
+
+def cf_shortfalls(result: dict, min_cf: float | Sequence[float]) -> list[float]:
+    """How far a scored setting's colourfulness falls short of min_cf on each selection set (<= 0: reached).
+    A setting scored on several sets lists them under "per_set"; min_cf is one share for all or one per set."""
+    cfs = [s["cf_ratio"] for s in result["per_set"]] if "per_set" in result else [result["cf_ratio"]]
+    mins = [min_cf] * len(cfs) if isinstance(min_cf, (int, float)) else list(min_cf)
+    if len(mins) != len(cfs):
+        raise ValueError(f"{len(mins)} colourfulness thresholds for {len(cfs)} selection sets")
+    return [m - c for c, m in zip(cfs, mins)]
+
+
+def choose(results: list[dict], min_cf: float | Sequence[float]) -> tuple[dict, bool]:
+    """The selection rule over scored settings (dicts with "psnr_gain", the mean over the selection sets,
+    and "cf_ratio", or "per_set" for several sets): the most accurate of those whose colourfulness reaches
+    min_cf on every set, or, if none does, the one that falls least short on its worst set. Returns the
+    pick and whether any setting reached min_cf everywhere."""
+    ok = [r for r in results if max(cf_shortfalls(r, min_cf)) <= 0]
+    pick = (max(ok, key=lambda r: r["psnr_gain"]) if ok
+            else min(results, key=lambda r: max(cf_shortfalls(r, min_cf))))
     return pick, bool(ok)
 
 
@@ -57,13 +83,16 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="checkpoints/colorizer.pt")
     p.add_argument("--images", type=int, default=None, help="photos used to choose the settings (0: all; "
                    "default: every photo of --select, else the first 150 held-out images)")
-    p.add_argument("--select", default="", help="choose on this folder of colour photos instead of the run's "
-                   "held-out images (e.g. the general photos of a landscape-heavy training set)")
-    p.add_argument("--min-cf", type=float, default=0.75, help="required colourfulness, share of the originals'")
+    p.add_argument("--select", nargs="+", default=[], metavar="DIR", help="choose on these folders of colour photos "
+                   "instead of the run's held-out images (e.g. general photos and landscapes kept back from "
+                   "training); with several, the rule maximises the mean PSNR gain over them")
+    p.add_argument("--min-cf", type=float, nargs="+", default=[0.75], help="required colourfulness, share of the "
+                   "originals': one for every selection set, or one each")
     p.add_argument("--temperatures", default="0.3,0.38,0.45,0.55,0.7,1.0")
     p.add_argument("--corrections", default="0,0.25,0.5,0.75,1.0")
     p.add_argument("--gains", default="1", help="centred colour gains to try (any head; 1: as decoded)")
     p.add_argument("--spreads", default="0", help="regression_var heads: variance stretches to try (0: none)")
+    p.add_argument("--evenness", default="0", help="per-photo evenness of the gain to try (any head; 0: none)")
     p.add_argument("--sizes", default="", help="network input sizes to try (default: the training resize)")
     p.add_argument("--members", nargs="+", default=[], metavar="CKPT",
                    help="more checkpoints of the same model config (e.g. the run's last.pt): the shipped model "
@@ -71,6 +100,9 @@ def main(argv=None) -> int:
     p.add_argument("--int8", action="store_true", help="store conv weights as int8 with per-channel scales "
                    "(a quarter of float32; the rest float16. Default: all float16)")
     args = p.parse_args(argv)
+    if len(args.min_cf) not in (1, max(1, len(args.select))):
+        p.error(f"--min-cf: give one share, or one for each of the {len(args.select)} --select folders")
+    min_cf = args.min_cf[0] if len(args.min_cf) == 1 else args.min_cf
 
     src = os.path.join(args.run, args.checkpoint)
     ckpt = load_checkpoint(src)
@@ -89,10 +121,10 @@ def main(argv=None) -> int:
     model.load_state_dict(float_weights(stored))
     tc = ckpt["train_config"]
     if args.select:
-        paths = find_images(args.select)[:args.images or None]
+        sets = {folder: find_images(folder)[:args.images or None] for folder in args.select}
     else:
-        paths = held_out_paths({**tc, "data": args.data} if args.data else tc,
-                               150 if args.images is None else args.images)
+        sets = {"held-out training images": held_out_paths({**tc, "data": args.data} if args.data else tc,
+                                                           150 if args.images is None else args.images)}
     base_size = tc.get("resize") or round(tc["crop_size"] * 1.25)
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else [base_size]
     gains = [float(g) for g in args.gains.split(",")]
@@ -102,21 +134,20 @@ def main(argv=None) -> int:
                                        map(float, args.corrections.split(","))))
     else:
         knobs = [(1.0, 0.0)]  # T and c mean nothing to a regression head
-    grid = [(size, Decode(t, c, g, v)) for size in sizes for t, c in knobs for g in gains for v in spreads]
+    evenness = [float(a) for a in args.evenness.split(",")]
+    grid = [(size, Decode(t, c, g, v, a)) for size in sizes for t, c in knobs for g in gains for v in spreads
+            for a in evenness]
 
     results = []
     for size, dec in grid:
-        m = evaluate(Colorizer(model, size, dec), paths, progress=False)["mean"]
-        results.append({"size": size, **dec.to_dict(),
-                        "psnr_gain": m["psnr"] - m["grey_psnr"], "cf_ratio": m["cf_ratio"],
-                        "ssim": m["ssim"], "auc": m["auc"]})
-        print(f"size {size} T {dec.temperature:.2f} c {dec.prior_correction:.2f} gain {dec.gain:.2f} "
-              f"spread {dec.spread:.2f}: PSNR gain {results[-1]['psnr_gain']:+.2f} dB, "
-              f"CF {100 * m['cf_ratio']:.0f}%, AuC {m['auc']:.1f}", flush=True)
-    pick, ok = choose(results, args.min_cf)
-    print(f"chosen: size {pick['size']}, T {pick['temperature']}, c {pick['prior_correction']}, gain {pick['gain']}, "
-          f"spread {pick['spread']}"
-          + ("" if ok else f" (no setting reached {args.min_cf:.0%} colourfulness; took the most colourful)"))
+        result = {"size": size, **dec.to_dict(), **score(Colorizer(model, size, dec), sets)}
+        results.append(result)
+        print(f"size {size} " + " ".join(f"{k} {v:.2f}" for k, v in dec.to_dict().items()) + ": "
+              + "; ".join(f"PSNR gain {s['psnr_gain']:+.2f} dB, CF {100 * s['cf_ratio']:.0f}%, AuC {s['auc']:.1f}"
+                          for s in result.get("per_set", [result])), flush=True)
+    pick, ok = choose(results, min_cf)
+    print(f"chosen: size {pick['size']}, " + ", ".join(f"{k} {pick[k]}" for k in Decode.keys())
+          + ("" if ok else " (no setting reached the colourfulness asked for; took the one that fell least short)"))
 
     shipped = {"model": stored, "members": len(members),
                "model_config": ckpt["model_config"], "train_config": tc,
@@ -128,8 +159,8 @@ def main(argv=None) -> int:
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     save_checkpoint(shipped, args.out)
     with open(os.path.splitext(args.out)[0] + "_selection.json", "w") as f:
-        json.dump({"selection_images": len(paths), "selection_set": args.select or "held-out training images",
-                   "min_cf": args.min_cf, "chosen": pick,
+        json.dump({"selection_images": sum(map(len, sets.values())), "selection_set": ", ".join(sets),
+                   "min_cf": min_cf, "chosen": pick,
                    "grid": results}, f, indent=2)
     print(f"wrote {args.out} ({os.path.getsize(args.out) / 1e6:.1f} MB)")
     return 0

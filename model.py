@@ -23,6 +23,9 @@ HEADS = ("regression", "classification", "regression_var")
 LOG_VAR_MIN, LOG_VAR_MAX = -14.0, 2.0  # range of a regression_var head's log-variance (normalised ab)
 
 
+EVEN_SPREAD = 0.15  # Decode.evenness's reference spread: about a typical photo's, in normalised ab
+
+
 def colour_spread(ab: torch.Tensor) -> torch.Tensor:
     """ab (B, 2, H, W) -> (B,): each image's mean squared distance from its mean colour (a and b summed)."""
     return ((ab - ab.mean((2, 3), keepdim=True)) ** 2).sum(1).mean((1, 2))
@@ -41,6 +44,7 @@ class Decode:
     prior_correction: float = 0.0  # classification: c, how much of the training's class rebalancing to undo
     gain: float = 1.0              # any head: centred colour gain about each image's mean colour
     spread: float = 0.0            # regression_var: stretch each image by its predicted variance
+    evenness: float = 0.0          # any head: stretch washed-out images more than vivid ones (0: no)
 
     @classmethod
     def keys(cls) -> tuple[str, ...]:
@@ -118,25 +122,37 @@ class _ColorNet(nn.Module):
         # features, detached, so that it learns how far off the mean is without changing the mean itself.
         self.var_head = (nn.Sequential(nn.Conv2d(cin, cin, 3, padding=1), nn.ReLU(inplace=True),
                                        nn.Conv2d(cin, 2, 1)) if cfg.head == "regression_var" else None)
-        self.mean_frozen = False
+        self._frozen: list[nn.Module] = []
         if cfg.head == "classification":
             # ab centres of the kept bins and log of the rebalancing weights; filled by the trainer.
             self.register_buffer("bins", torch.zeros(cfg.num_bins, 2))
             self.register_buffer("log_weights", torch.zeros(cfg.num_bins))
 
-    def freeze_mean(self) -> None:
-        """regression_var: train the variance branch only. Everything else keeps its weights and BatchNorm
-        statistics (the whole network stays in eval mode; the branch has no BatchNorm or dropout, so that
-        changes nothing for it), so the branch learns the errors of exactly the network it will be used with."""
-        if self.var_head is None:
-            raise ValueError("freeze_mean needs a regression_var head")
-        self.mean_frozen = True
-        self.requires_grad_(False)
-        self.var_head.requires_grad_(True)
+    def freeze(self, modules: list[nn.Module]) -> None:
+        """Train everything but `modules`: they get no gradients and stay in eval mode whatever train() is
+        asked (their BatchNorm statistics are kept). freeze([]) trains the whole network again."""
+        for m in self._frozen:
+            m.requires_grad_(True)
+        self._frozen = list(modules)
+        for m in self._frozen:
+            m.requires_grad_(False)
         self.train(self.training)
 
+    def freeze_mean(self) -> None:
+        """regression_var: train the variance branch only. Every other module keeps its weights and BatchNorm
+        statistics, so the branch learns the errors of exactly the network it will be used with."""
+        if self.var_head is None:
+            raise ValueError("freeze_mean needs a regression_var head")
+        self.freeze([m for name, m in self.named_children() if name != "var_head"])
+
+    @property
+    def mean_frozen(self) -> bool:
+        return any(m is self.head for m in self._frozen)
+
     def train(self, mode: bool = True):
-        super().train(mode and not self.mean_frozen)
+        super().train(mode)
+        for m in self._frozen:
+            m.eval()
         return self
 
     def _make_hint_inputs(self, cfg: ModelConfig, channels: list[int]) -> None:
@@ -189,6 +205,11 @@ class _ColorNet(nn.Module):
         V the predicted variance and D the spread of the mean colours, both averaged over the image: s = 1
         gives the prediction the colourfulness the network expects the original to have, so an image the
         network is unsure of is stretched more than one it is sure of.
+
+        evenness a: each image's gain is also multiplied by (EVEN_SPREAD / r)^a, r the root mean square
+        distance of its decoded colours from their mean (normalised ab): 0 leaves the gain alone, 1 gives
+        every image the same spread (EVEN_SPREAD x gain), so washed-out predictions are stretched more
+        than vivid ones, without a variance head.
         """
         gain, spread = settings.gain, settings.spread
         stretch = torch.full((len(out),), gain, device=out.device)  # per image, about its mean colour
@@ -205,6 +226,10 @@ class _ColorNet(nn.Module):
             logits = out.float() - settings.prior_correction * self.log_weights[None, :, None, None]
             p = torch.softmax(logits / settings.temperature, dim=1)
             ab = self.cfg.norm.ab(torch.einsum("bqhw,qc->bchw", p, self.bins))
+        if settings.evenness:
+            r = colour_spread(ab).clamp_min(1e-6).sqrt()
+            stretch = stretch * (EVEN_SPREAD / r) ** settings.evenness
+            stretched = True
         if stretched:
             mu = ab.mean((2, 3), keepdim=True)
             ab = mu + stretch[:, None, None, None] * (ab - mu)
@@ -275,19 +300,10 @@ class EncoderUNet(_ColorNet):
                                 for i, cin in zip(range(3, -1, -1), [enc[-1]] + dec[:0:-1]))
         self._make_head(cfg, dec[0])
         self._make_hint_inputs(cfg, [enc[-1]] + [b[0].in_channels for b in self.up])
-        self.encoder_frozen = False
 
     def freeze_encoder(self, frozen: bool = True) -> None:
         """Train the decoder only: no encoder gradients, and its BatchNorm keeps the ImageNet statistics."""
-        self.encoder_frozen = frozen
-        self.encoder.requires_grad_(not frozen)
-        self.train(self.training)
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if self.encoder_frozen:
-            self.encoder.eval()
-        return self
+        self.freeze([self.encoder] if frozen else [])
 
     def encoder_input(self, l_norm: torch.Tensor) -> torch.Tensor:
         """Normalised L (B,1,H,W) -> the grey sRGB image of that lightness, (B,3,H,W) in [-1, 1]."""

@@ -114,6 +114,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    "1 = as decoded, above 1 more vivid (default: the checkpoint's)")
     p.add_argument("--spread", type=_positive(float, zero=True), help="models with a variance head: stretch each photo's colours by "
                    "how unsure the network is of them; 0 = none, 1 = the colourfulness it expects (default: the checkpoint's)")
+    p.add_argument("--evenness", type=_positive(float, zero=True), help="any model: stretch washed-out photos more than vivid "
+                   "ones; 0 = the same gain for every photo, 1 = every photo to the same spread (default: the checkpoint's)")
     p.add_argument("--overwrite", action="store_true", help="allow an output to replace its input")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
     p.add_argument("--max-pixels", type=_pixel_count, default=MAX_PIXELS,

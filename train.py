@@ -40,6 +40,7 @@ class TrainConfig:
     data: str = field(default="data/train", metadata={"help": "folder of colour photos (searched recursively)"})
     val: str = field(default="", metadata={"help": "validation folder; default: hold out --val-fraction of --data"})
     val_fraction: float = field(default=0.05, metadata={"help": "share of --data held out when --val is not given"})
+    exclude: str = field(default="", metadata={"help": "text file of photos never to train on, one path per line relative to --data (e.g. a held-out selection set: experiments/holdout.py)"})
     out: str = field(default="runs/default", metadata={"help": "run folder (config, metrics, samples, checkpoints)"})
     resume: str = field(default="", metadata={"help": "checkpoint to continue from (model, optimizer, counters)"})
     init: str = field(default="", metadata={"help": "start from these weights, with fresh optimizer and counters"})
@@ -475,6 +476,22 @@ def ab_prior_entry(model, lam: float) -> dict:
     return {"ab_prior": {"bins": model.bins.detach().cpu(), "lambda": lam, "prior": prior}}
 
 
+def without_excluded(paths: list[str], root: str, exclude_file: str) -> list[str]:
+    """paths minus the photos listed in exclude_file (one per line, relative to root; blank lines and
+    lines starting with # ignored). Every listed photo must be among paths, so that a list made for
+    another folder fails loudly instead of excluding nothing."""
+    if not exclude_file:
+        return paths
+    with open(exclude_file) as f:
+        listed = {os.path.normpath(line.strip()) for line in f if line.strip() and not line.startswith("#")}
+    rel = {p: os.path.normpath(os.path.relpath(p, root)) for p in paths}
+    missing = listed - set(rel.values())
+    if missing:
+        raise DataError(f"{exclude_file}: {len(missing)} listed photo(s) are not under {root}, "
+                        f"e.g. {sorted(missing)[0]}")
+    return [p for p in paths if rel[p] not in listed]
+
+
 # ---------------------------------------------------------------------------------------------------
 def train(cfg: TrainConfig) -> dict:
     d = Dist(cfg.device)
@@ -490,6 +507,10 @@ def train(cfg: TrainConfig) -> dict:
         cfg = TrainConfig(**{**resume["train_config"], **keep})
 
     paths = find_images(cfg.data)
+    if cfg.exclude:
+        n = len(paths)
+        paths = without_excluded(paths, cfg.data, cfg.exclude)
+        log(d, f"{n - len(paths)} photos of {cfg.data} left out ({cfg.exclude})")
     if cfg.val:
         train_paths, val_paths = paths, find_images(cfg.val)
     else:

@@ -9,7 +9,8 @@ stretched as much as unsure, washed-out ones. The soft cap stretches small dista
 ones less: r' = r k / (1 + (k - 1) r / r0), which is k r for r << r0, r at r = r0, and never above
 r0 k / (k - 1). r and r0 are in the network's normalised ab units (ab / 110). The per-photo gain stretches
 a photo by less the more spread its prediction already has: k (0.15 / s)^alpha, s the root mean square of
-r over the photo (alpha 0: the centred gain; 1: every photo gets the same spread, 0.15 k).
+r over the photo (alpha 0: the centred gain; 1: every photo gets the same spread, 0.15 k). It has since
+become a decode knob of every model, model.Decode's evenness (= alpha), and this study uses it.
 
 Every decode is scored as export_model.py scores its grid (evaluate.evaluate, the checkpoint's network
 size). The rule that chose the shipped settings picks among them on --images: the most accurate decode
@@ -45,21 +46,14 @@ def soft_cap(ab: torch.Tensor, k: float, r0: float) -> torch.Tensor:
     return mu + d * (k / (1 + (k - 1) * r / r0))
 
 
-def per_photo_gain(ab: torch.Tensor, k: float, alpha: float) -> torch.Tensor:
-    """Normalised ab (B,2,H,W) -> the same, each image's offsets from its mean ab stretched by
-    k (0.15 / s)^alpha, s their root mean square length."""
-    mu, d = _about_mean(ab)
-    s = d.pow(2).sum(1, keepdim=True).mean((2, 3), keepdim=True).sqrt().clamp_min(1e-3)
-    return mu + d * k * (0.15 / s) ** alpha
-
-
 def colorizer_with(base: Colorizer, family: str, k: float, x: float) -> Colorizer:
     """A colorizer of base's network and size decoding with the centred gain k ("gain"), the soft cap
     ("cap", r0 = x) or the per-photo gain ("photo", alpha = x)."""
     if family == "gain":
         return Colorizer(base.model, base.size, base.decode.override(gain=k))
-    stretch = soft_cap if family == "cap" else per_photo_gain
-    decoded = _Decoded(base.model, lambda out, settings: stretch(base.model.decode(out, settings), k, x))
+    if family == "photo":  # now a decode knob of every model (model.Decode.evenness)
+        return Colorizer(base.model, base.size, base.decode.override(gain=k, evenness=x))
+    decoded = _Decoded(base.model, lambda out, settings: soft_cap(base.model.decode(out, settings), k, x))
     return Colorizer(decoded, base.size, base.decode.override(gain=1.0))  # its own gain stays 1
 
 

@@ -1,6 +1,7 @@
 """export_model.py: decode settings chosen by the documented rule, on the run's held-out images (also when
 the run's training folder has moved) or on a separate selection folder; a float16 checkpoint."""
 import json
+import os
 import shutil
 
 import numpy as np
@@ -12,6 +13,7 @@ import export_model
 import train
 from colorizer import Colorizer
 from dataset import find_images
+from model import Decode
 from utils import load_checkpoint, rebalance_weights
 
 
@@ -48,7 +50,7 @@ def test_the_rule_picks_the_most_accurate_colourful_enough_setting(cls_run, tmp_
     ok = [r for r in sel["grid"] if r["cf_ratio"] >= 0.2]
     want = max(ok, key=lambda r: r["psnr_gain"]) if ok else max(sel["grid"], key=lambda r: r["cf_ratio"])
     assert sel["chosen"] == want
-    assert ckpt["inference"] == {k: want[k] for k in ("size", "temperature", "prior_correction", "gain", "spread")}
+    assert ckpt["inference"] == {k: want[k] for k in ("size", *Decode.keys())}
     assert all(v.dtype == torch.float16 for v in ckpt["model"].values() if v.is_floating_point())
     assert "ab_prior" in ckpt
 
@@ -173,3 +175,28 @@ def test_a_variance_head_is_exported_with_the_spread_the_rule_picks(photo_dir, t
     assert len({round(g["cf_ratio"], 6) for g in sel["grid"]}) == 4  # every setting decodes differently
     col = Colorizer.from_checkpoint(str(tmp_path / "model.pt"))
     assert (col.decode.gain, col.decode.spread) == (sel["chosen"]["gain"], sel["chosen"]["spread"])
+
+
+def test_several_selection_folders_each_need_their_colour_and_share_the_accuracy(cls_run, photo_dir, tmp_path):
+    """--select A B --min-cf a b: a setting qualifies only if it reaches a on A and b on B (e.g. general
+    photos and held-out landscapes, each at least as colourful as the model it replaces); among those the
+    rule takes the highest PSNR gain averaged over the folders. --evenness is a grid axis of any head."""
+    other = tmp_path / "other"
+    other.mkdir()
+    for p in find_images(str(photo_dir))[:4]:
+        with Image.open(p) as im:
+            im.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(other / os.path.basename(p))
+    _, sel = export(cls_run[0], tmp_path, "--select", photo_dir, other, "--images", "4",
+                    "--evenness", "0,1", "--min-cf", "0.3", "0.5")
+    grid = sel["grid"]
+    assert len(grid) == 8 and sel["selection_images"] == 8
+    assert {g["evenness"] for g in grid} == {0, 1}
+    for g in grid:
+        assert [s["set"] for s in g["per_set"]] == [str(photo_dir), str(other)]
+        assert g["psnr_gain"] == pytest.approx(sum(s["psnr_gain"] for s in g["per_set"]) / 2)
+    ok = [g for g in grid if g["per_set"][0]["cf_ratio"] >= 0.3 and g["per_set"][1]["cf_ratio"] >= 0.5]
+    want = (max(ok, key=lambda g: g["psnr_gain"]) if ok
+            else min(grid, key=lambda g: max(0.3 - g["per_set"][0]["cf_ratio"], 0.5 - g["per_set"][1]["cf_ratio"])))
+    assert sel["chosen"] == want and sel["min_cf"] == [0.3, 0.5]
+    with pytest.raises(SystemExit):
+        export(cls_run[0], tmp_path, "--select", photo_dir, other, "--min-cf", "0.3", "0.5", "0.7")

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from model import Decode, ModelConfig, build_model
+from model import EVEN_SPREAD, Decode, ModelConfig, build_model, colour_spread
 from utils import CheckpointError, load_checkpoint, save_checkpoint
 
 SIZES = [(37, 53), (1, 1), (5, 200), (64, 64), (33, 17)]
@@ -88,6 +88,29 @@ def test_spread_stretches_each_image_by_its_own_predicted_variance():
     assert k[0] < 1.0001 and k[1] > 1.2  # the test can tell the two images apart
 
 
+@pytest.mark.parametrize("head", HEADS)
+def test_evenness_stretches_washed_out_images_more_than_vivid_ones(head):
+    """decode(evenness=a): each image's gain times (EVEN_SPREAD / r)^a, r the RMS distance of its decoded
+    colours from their mean. a = 1 brings every image to the same spread, EVEN_SPREAD x gain; a = 0.5 halves
+    the log-distance to it; the mean colour never moves."""
+    model = tiny(head)
+    if head == "classification":
+        model.bins.copy_(torch.randn(13, 2) * 40)
+    torch.manual_seed(3)
+    out = torch.randn(2, CHANNELS[head], 10, 12) * torch.tensor([0.3, 3.0])[:, None, None, None]
+    base = model.decode(out)
+    mu = base.mean((2, 3), keepdim=True)
+    r = colour_spread(base).sqrt()
+    assert r[1] > 1.5 * r[0]  # a washed-out and a vivid image, so the test can tell them apart
+    for a, k in ((1.0, 1.0), (0.5, 1.2)):
+        ab = model.decode(out, Decode(gain=k, evenness=a))
+        torch.testing.assert_close(ab.mean((2, 3), keepdim=True), mu)
+        stretch = k * (EVEN_SPREAD / r) ** a
+        torch.testing.assert_close(ab - mu, stretch[:, None, None, None] * (base - mu))
+    torch.testing.assert_close(colour_spread(model.decode(out, Decode(evenness=1.0))).sqrt(),
+                               torch.full((2,), EVEN_SPREAD))
+
+
 def test_the_variance_branch_does_not_train_the_mean():
     """The log-variance is predicted from detached features: its loss reaches only its own branch."""
     model = tiny("regression_var").train()
@@ -104,7 +127,9 @@ def test_a_frozen_mean_leaves_only_the_variance_branch_trainable_and_the_rest_in
     model.train()
     assert {n for n, p in model.named_parameters() if p.requires_grad} == \
         {n for n, _ in model.named_parameters() if n.startswith("var_head.")}
-    assert not any(m.training for m in model.modules())  # BatchNorm keeps the network's statistics
+    # BatchNorm keeps the network's statistics: every module but the branch (which has none) in eval mode
+    assert {n for n, m in model.named_modules() if m.training} == \
+        {""} | {n for n, _ in model.named_modules() if n.startswith("var_head")}
     with pytest.raises(ValueError):
         tiny("regression").freeze_mean()
 

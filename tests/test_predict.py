@@ -455,6 +455,17 @@ def test_a_negative_spread_is_refused_by_the_parser(capsys):
     assert predict_color.parse_args(["-image", "x.png", "--spread", "0"]).spread == 0
 
 
+def test_the_evenness_flag_overrides_the_checkpoints(tmp_path, ckpts):
+    """--evenness reaches the decode like every decode flag, and is refused below 0 by the parser."""
+    args = predict_color.parse_args(["-image", "x.png", "--evenness", "0.5"])
+    c = predict_color.Colorizer.from_checkpoint(str(ckpts.tiny), **predict_color.decode_overrides(args))
+    assert c.decode.evenness == 0.5 and c.decode.gain == 1.0
+    grey = np.asarray(grey_photo(40, 30))
+    assert not torch.equal(c.predict_ab(grey), predict_color.Colorizer.from_checkpoint(str(ckpts.tiny)).predict_ab(grey))
+    with pytest.raises(SystemExit):
+        predict_color.parse_args(["-image", "x.png", "--evenness", "-1"])
+
+
 def test_strips_and_threads_do_not_change_the_result(ckpts, monkeypatch):
     c = predict_color.Colorizer.from_checkpoint(str(ckpts.tiny))
     g = np.asarray(grey_photo(97, 61))

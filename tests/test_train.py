@@ -242,3 +242,25 @@ def test_mse_var_loss_fits_the_variance_to_the_squared_error_and_leaves_the_mean
     loss.backward()
     assert log_var.grad.abs().max() < 1e-6
     torch.testing.assert_close(mean.grad, 2 * (mean - pooled).detach() / mean.numel())
+
+
+def test_excluded_photos_are_never_trained_on(make_photo_folder, tiny_argv, tmp_path, capsys):
+    """--exclude lists photos (relative to --data) to keep out of training, e.g. a selection set of
+    landscapes (experiments/holdout.py); a list that names a photo not under --data is an error, not a
+    silent no-op."""
+    data = tmp_path / "data"
+    photos = make_photo_folder(data / "a", 6) + make_photo_folder(data / "b", 6)
+    listed = tmp_path / "exclude.txt"
+    listed.write_text("# kept back\na/photo_001.jpg\n\nb/photo_004.jpg\n")
+    kept = train.without_excluded(train.find_images(str(data)), str(data), str(listed))
+    assert len(kept) == 10 and str(photos[1]) not in kept and str(photos[10]) not in kept
+
+    r = run_in_process(tiny_argv(data, tmp_path / "run", "--val", data / "b", "--exclude", listed,
+                                 "--max-steps", "1"))
+    assert r["stopped"] is None
+    log = capsys.readouterr().out
+    assert "2 photos of" in log and "10 training and 6 validation images" in log
+
+    listed.write_text("c/photo_000.jpg\n")
+    with pytest.raises(train.DataError, match="not under"):
+        train.without_excluded(train.find_images(str(data)), str(data), str(listed))
