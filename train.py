@@ -56,7 +56,7 @@ class TrainConfig:
     loss: str = field(default="mse", metadata={"help": "mse | l1 | huber | classification | mse_var (mse, and a branch that predicts the error's variance)", "choices": LOSSES})
     rebalance_lambda: float = field(default=0.5, metadata={"help": "classification: prior smoothing for class rebalancing (1 = none)"})
     prior_images: int = field(default=2000, metadata={"help": "classification: images used to estimate the ab prior"})
-    encoder: str = field(default="unet", metadata={"help": "model: unet (learned from scratch) | efficientnet_lite0 (ImageNet-pretrained; needs requirements-train.txt)", "choices": ENCODERS})
+    encoder: str = field(default="unet", metadata={"help": "model: unet (learned from scratch) | efficientnet_lite0 | efficientnet_lite1 (ImageNet-pretrained; need requirements-train.txt)", "choices": ENCODERS})
     encoder_lr: float = field(default=0.1, metadata={"help": "pretrained encoder's learning rate as a multiple of --lr (0 freezes it)"})
     var_only: bool = field(default=False, metadata={"help": "mse_var: train only the variance branch, on the frozen network given by --init (an mse run's checkpoint): the branch learns that network's errors"})
     hints: bool = field(default=False, metadata={"help": "model: also take colour hints (user points); trained with simulated users"})

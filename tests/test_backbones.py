@@ -61,12 +61,12 @@ def top_k_hits(model, photos, to_input, k: int) -> int:
         return sum(int(idx in model.classify(to_input(rgb)).topk(k).indices[0]) for rgb, idx in photos)
 
 
-def test_mapped_weights_reproduce_the_package_network_on_a_real_photo(photos):
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite1"])
+def test_mapped_weights_reproduce_the_package_network_on_a_real_photo(photos, name):
     pkg = pytest.importorskip("efficientnet_lite_pytorch")
-    ref = pkg.EfficientNet.from_pretrained("efficientnet-lite0",
-                                           weights_path=backbones.weights_file("efficientnet_lite0")).eval()
-    ours = EfficientNetLite(classifier=True).eval()
-    ours.load_state_dict(pretrained_state_dict(ours), strict=True)
+    ref = pkg.EfficientNet.from_pretrained(name.replace("_", "-"), weights_path=backbones.weights_file(name)).eval()
+    ours = EfficientNetLite(name, classifier=True).eval()
+    ours.load_state_dict(pretrained_state_dict(ours, name), strict=True)
     x = photos[0][0].float() / 127.5 - 1
     with torch.no_grad():
         y = ref._swish(ref._bn0(ref._conv_stem(x)))  # the package's stem and blocks: the encoder's features
@@ -74,6 +74,11 @@ def test_mapped_weights_reproduce_the_package_network_on_a_real_photo(photos):
             y = block(y)
         torch.testing.assert_close(ours(x)[-1], y, rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(ours.classify(x), ref(x), rtol=1e-4, atol=1e-4)
+
+
+def test_lite1_is_lite0_deeper_with_the_first_and_last_stages_kept():
+    assert backbones.stage_repeats("efficientnet_lite0") == [1, 2, 2, 3, 3, 4, 1]
+    assert backbones.stage_repeats("efficientnet_lite1") == [1, 3, 3, 4, 4, 5, 1]
 
 
 def test_known_photos_get_their_classes_only_in_the_expected_input_range(classifier, photos):
