@@ -13,7 +13,7 @@ import export_model
 import train
 from colorizer import Colorizer
 from dataset import find_images
-from model import Decode
+from model import Decode, ModelConfig, build_model
 from utils import load_checkpoint, rebalance_weights
 
 
@@ -175,6 +175,26 @@ def test_a_variance_head_is_exported_with_the_spread_the_rule_picks(photo_dir, t
     assert len({round(g["cf_ratio"], 6) for g in sel["grid"]}) == 4  # every setting decodes differently
     col = Colorizer.from_checkpoint(str(tmp_path / "model.pt"))
     assert (col.decode.gain, col.decode.spread) == (sel["chosen"]["gain"], sel["chosen"]["spread"])
+
+
+def test_a_regression_grid_runs_the_network_once_a_photo_and_scores_as_without(photo_dir, tmp_path):
+    """reuse_outputs: the decode knobs act after the network, so the grid keeps each photo's output."""
+    run = tmp_path / "run"
+    tiny_run(photo_dir, run, "mse_var", steps=2)
+    ckpt = load_checkpoint(str(run / "last.pt"))
+    model = build_model(ModelConfig(**ckpt["model_config"]))
+    model.load_state_dict(ckpt["model"])
+    paths = {"photos": find_images(str(photo_dir))[:3]}
+    settings = [Decode(gain=1.0), Decode(gain=1.5, spread=1.0), Decode(gain=0.7, evenness=1.0)]
+    plain = [export_model.score(Colorizer(model, 32, d), paths) for d in settings]
+    calls = []
+    next(model.children()).register_forward_hook(lambda *_: calls.append(1))  # runs only when the network does
+    cache = export_model.reuse_outputs(model)
+    reused = [export_model.score(Colorizer(model, 32, d), paths) for d in settings]
+    assert reused == plain
+    assert len(cache) == 3 and len(calls) == 3  # the network ran once a photo, not once a setting
+    other = torch.rand(1, 1, 32, 48) * 2 - 1    # an input not seen before runs the network
+    torch.testing.assert_close(model(other), model.__class__.forward(model, other))
 
 
 def test_several_selection_folders_each_need_their_colour_and_share_the_accuracy(cls_run, photo_dir, tmp_path):
