@@ -15,7 +15,7 @@ from skimage import data
 
 from colorizer import Colorizer
 from evaluate import image_hints
-from experiments.side_by_side import labelled_sheet
+from experiments.side_by_side import save_sheet
 
 # All 3:2, so that the columns line up (the astronaut cropped to her head and shoulders).
 PHOTOS = {"coffee": data.coffee, "astronaut": lambda: data.astronaut()[90:431], "chelsea": data.chelsea}
@@ -42,9 +42,7 @@ def main() -> int:
             draw.ellipse((h.x - r, h.y - r, h.x + r, h.y + r), outline=h.rgb, width=max(1, r // 3))
         rows.append([grey.convert("RGB"), colorizer.colorize(grey).convert("RGB"), marked, Image.fromarray(rgb)])
     names = ["grey input", "automatic", f"with {args.hints} hints (rings)", "original"]
-    im = labelled_sheet(rows, names, args.height)
-    im.save(args.out)
-    print(f"wrote {args.out}")
+    save_sheet(rows, names, args.height, args.out)
     return 0
 
 

@@ -36,6 +36,12 @@ def labelled_sheet(rows: list[list[Image.Image]], names: list[str], height: int)
     return im
 
 
+def save_sheet(rows: list[list[Image.Image]], names: list[str], height: int, path: str) -> None:
+    """labelled_sheet(rows, names, height), written to path."""
+    labelled_sheet(rows, names, height).save(path)
+    print(f"wrote {path}")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("models", nargs="+", help="NAME=CHECKPOINT")
@@ -49,9 +55,7 @@ def main() -> int:
         rgb = Image.fromarray(load()).convert("RGB")
         grey = rgb.convert("L")
         rows.append([grey.convert("RGB")] + [c.colorize(grey).convert("RGB") for _, c in models] + [rgb])
-    im = labelled_sheet(rows, names, args.height)
-    im.save(args.out)
-    print(f"wrote {args.out}")
+    save_sheet(rows, names, args.height, args.out)
     return 0
 
 
