@@ -4,7 +4,7 @@
 #   bash experiments/holdout_selection.sh            (needs pip install -r requirements-train.txt)
 #   RESUME=1 bash experiments/holdout_selection.sh   continue a stopped run from $RUN/last.pt
 #   ENCODER=efficientnet_lite1 RUN=runs/lite1_holdout GAINS=1.0,1.1,1.2,1.3,1.4,1.5,1.6 EVENNESS=0 \
-#       bash experiments/holdout_selection.sh         the Lite1 run (about 1 h 50 min for the 6 epochs here)
+#       bash experiments/holdout_selection.sh         the Lite1 run (99 minutes for the 6 epochs here)
 # On this project's 2-core CPU: about 14.5 minutes an epoch (24 images/s), 88 minutes for the 6 epochs;
 # last.pt is written every 500 steps. Then about 15 minutes for the grid and 10 for the evaluation.
 set -euo pipefail
