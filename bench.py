@@ -137,7 +137,7 @@ def setup(args):
     model = new_model(cfg, batches).to(d.device)
     mcfg = model.cfg
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    crit = Criterion(cfg.loss, model)
+    crit = Criterion(cfg.loss, model, cfg.mse_weight)
     model = model.to(memory_format=torch.channels_last)
     amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.amp and cuda)
     norm = mcfg.norm

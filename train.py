@@ -56,6 +56,7 @@ class TrainConfig:
     loss: str = field(default="mse", metadata={"help": "mse | l1 | huber | classification | mse_var (mse, and a branch that predicts the error's variance)", "choices": LOSSES})
     rebalance_lambda: float = field(default=0.5, metadata={"help": "classification: prior smoothing for class rebalancing (1 = none)"})
     prior_images: int = field(default=2000, metadata={"help": "classification: images used to estimate the ab prior"})
+    mse_weight: float = field(default=0.0, metadata={"help": "classification: add this weight x the MSE of the predicted distribution's mean ab (normalised as the regression heads') against the target (0: the classification loss alone)"})
     encoder: str = field(default="unet", metadata={"help": "model: unet (learned from scratch) | efficientnet_lite0 | efficientnet_lite1 (ImageNet-pretrained; need requirements-train.txt)", "choices": ENCODERS})
     encoder_lr: float = field(default=0.1, metadata={"help": "pretrained encoder's learning rate as a multiple of --lr (0 freezes it)"})
     var_only: bool = field(default=False, metadata={"help": "mse_var: train only the variance branch, on the frozen network given by --init (an mse run's checkpoint): the branch learns that network's errors"})
@@ -101,6 +102,8 @@ def parse_args(argv=None) -> TrainConfig:
         p.error("--val-every must be at least 1")
     if cfg.encoder_lr < 0:
         p.error("--encoder-lr must be at least 0")
+    if cfg.mse_weight < 0 or (cfg.mse_weight and cfg.loss != "classification"):
+        p.error("--mse-weight must be at least 0, and needs --loss classification")
     if cfg.var_only and (cfg.loss != "mse_var" or not (cfg.init or cfg.resume)):
         p.error("--var-only needs --loss mse_var and a network to freeze (--init, or --resume of such a run)")
     return cfg
@@ -257,10 +260,11 @@ def estimate_prior(batches: Batches, cfg: TrainConfig) -> tuple[torch.Tensor, to
 
 
 class Criterion:
-    """Loss on the head's output (half resolution) against the target ab, averaged in float32."""
+    """Loss on the head's output (half resolution) against the target ab, averaged in float32. A
+    classification loss may add `mse_weight` x the squared error of its distribution's mean (a mixed loss)."""
 
-    def __init__(self, kind: str, model=None):
-        self.kind = kind
+    def __init__(self, kind: str, model=None, mse_weight: float = 0.0):
+        self.kind, self.mse_weight = kind, mse_weight
         if kind == "classification":
             bins = model.bins
             # Map every cell of the full grid to its nearest kept bin (soft_encode's fallback).
@@ -285,7 +289,11 @@ class Criterion:
         idx, w = soft_encode(target * self.ab_scale, self.grid_to_bin, self.bins)
         logp = torch.log_softmax(out, dim=1).gather(1, idx)
         pixel_w = self.weights[idx.gather(1, w.argmax(1, keepdim=True))[:, 0]]  # weight of the dominant bin
-        return (-(w * logp).sum(1) * pixel_w).mean()
+        loss = (-(w * logp).sum(1) * pixel_w).mean()
+        if self.mse_weight:
+            mean = torch.einsum("bkhw,kc->bchw", torch.softmax(out, dim=1), self.bins) / self.ab_scale
+            loss = loss + self.mse_weight * F.mse_loss(mean, target)
+        return loss
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -543,7 +551,7 @@ def train(cfg: TrainConfig) -> dict:
         opt.load_state_dict(resume["optimizer"])
         epoch, skip, step, best = resume["epoch"], resume["step_in_epoch"], resume["step"], resume["best_val_loss"]
         log(d, f"resumed from {cfg.resume} at epoch {epoch}, step {step}")
-    crit = Criterion(cfg.loss, model)
+    crit = Criterion(cfg.loss, model, cfg.mse_weight)
 
     cuda = d.device.type == "cuda"
     # Channels-last: faster on CUDA, and on this project's 2-core CPU too (6-10% per training step).

@@ -244,6 +244,28 @@ def test_mse_var_loss_fits_the_variance_to_the_squared_error_and_leaves_the_mean
     torch.testing.assert_close(mean.grad, 2 * (mean - pooled).detach() / mean.numel())
 
 
+
+def test_mixed_loss_adds_the_weighted_squared_error_of_the_distributions_mean():
+    """--mse-weight w: the classification loss plus w x the MSE of the predicted distribution's mean ab
+    (normalised by ab_scale) against the pooled target; only with --loss classification."""
+    from types import SimpleNamespace
+    torch.manual_seed(0)
+    bins = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [-10.0, 0.0], [0.0, -20.0]])
+    model = SimpleNamespace(bins=bins, log_weights=torch.zeros(5), cfg=SimpleNamespace(ab_scale=110.0))
+    logits = torch.randn(2, 5, 4, 5)
+    target = torch.rand(2, 2, 8, 10) * 0.2 - 0.1
+    ce = train.Criterion("classification", model)(logits, target)
+    mixed = train.Criterion("classification", model, 40.0)(logits, target)
+    p = torch.softmax(logits, 1)
+    mean = torch.stack([(p * bins[:, i].view(1, -1, 1, 1)).sum(1) for i in (0, 1)], 1) / 110.0
+    pooled = torch.nn.functional.avg_pool2d(target, 2, ceil_mode=True)
+    assert (mixed - ce).item() > 0
+    torch.testing.assert_close(mixed, ce + 40.0 * ((mean - pooled) ** 2).mean())
+    for argv in (["--mse-weight", "1"], ["--loss", "classification", "--mse-weight", "-1"]):
+        with pytest.raises(SystemExit):
+            train.parse_args(argv)
+    assert train.parse_args(["--loss", "classification", "--mse-weight", "40"]).mse_weight == 40.0
+
 def test_excluded_photos_are_never_trained_on(make_photo_folder, tiny_argv, tmp_path, capsys):
     """--exclude lists photos (relative to --data) to keep out of training, e.g. a selection set of
     landscapes (experiments/holdout.py); a list that names a photo not under --data is an error, not a
