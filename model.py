@@ -14,11 +14,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from backbones import NOMINAL_SIZE, EfficientNetLite
+from backbones import ENCODER_SPECS, EfficientNetLite
 from hints import HINT_CHANNELS, hint_pyramid_level
 from utils import LabNorm, l_to_grey, resize_like
 
-ENCODERS = ("unet", *NOMINAL_SIZE)  # learned from scratch, or one of the pretrained encoders
+ENCODERS = ("unet", *ENCODER_SPECS)  # learned from scratch, or one of the pretrained encoders
 HEADS = ("regression", "classification", "regression_var")
 LOG_VAR_MIN, LOG_VAR_MAX = -14.0, 2.0  # range of a regression_var head's log-variance (normalised ab)
 
