@@ -244,7 +244,6 @@ def test_mse_var_loss_fits_the_variance_to_the_squared_error_and_leaves_the_mean
     torch.testing.assert_close(mean.grad, 2 * (mean - pooled).detach() / mean.numel())
 
 
-
 def test_mixed_loss_adds_the_weighted_squared_error_of_the_distributions_mean():
     """--mse-weight w: the classification loss plus w x the MSE of the predicted distribution's mean ab
     (normalised by ab_scale) against the pooled target; only with --loss classification."""
@@ -265,6 +264,7 @@ def test_mixed_loss_adds_the_weighted_squared_error_of_the_distributions_mean():
         with pytest.raises(SystemExit):
             train.parse_args(argv)
     assert train.parse_args(["--loss", "classification", "--mse-weight", "40"]).mse_weight == 40.0
+
 
 def test_excluded_photos_are_never_trained_on(make_photo_folder, tiny_argv, tmp_path, capsys):
     """--exclude lists photos (relative to --data) to keep out of training, e.g. a selection set of
