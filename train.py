@@ -27,12 +27,13 @@ from dataset import (ColorDataset, DataError, ImageCache, center_crop, find_imag
                      split_holdout)
 from backbones import PretrainedWeightsMissing, pretrained_state_dict
 from hints import simulate_hints
-from model import ENCODERS, LOG_VAR_MAX, LOG_VAR_MIN, ModelConfig, build_model
+from model import ENCODERS, LOG_VAR_MAX, LOG_VAR_MIN, Decode, ModelConfig, build_model
 from utils import (AB_GRID_N, CheckpointError, ab_grid_index, float_weights, grid_centers, load_checkpoint,
                    prior_from_counts, prior_from_weights, rebalance_weights, remove_temporaries_on_signals,
                    save_checkpoint, seed_everything, soft_encode)
 
 LOSSES = ("mse", "l1", "huber", "classification", "mse_var")
+POSTERIOR_MEAN = Decode(temperature=1.0)  # a classification head's plain mean colour (T 1, no prior correction)
 
 
 @dataclass
@@ -272,6 +273,7 @@ class Criterion:
             self.grid_to_bin = d2.argmin(1)
             self.bins, self.weights = bins, model.log_weights.exp()
             self.ab_scale = model.cfg.ab_scale
+            self.decode = model.decode
 
     def __call__(self, out: torch.Tensor, ab_n: torch.Tensor) -> torch.Tensor:
         target = F.avg_pool2d(ab_n, 2, ceil_mode=True)
@@ -291,8 +293,7 @@ class Criterion:
         pixel_w = self.weights[idx.gather(1, w.argmax(1, keepdim=True))[:, 0]]  # weight of the dominant bin
         loss = (-(w * logp).sum(1) * pixel_w).mean()
         if self.mse_weight:
-            mean = torch.einsum("bkhw,kc->bchw", torch.softmax(out, dim=1), self.bins) / self.ab_scale
-            loss = loss + self.mse_weight * F.mse_loss(mean, target)
+            loss = loss + self.mse_weight * F.mse_loss(self.decode(out, POSTERIOR_MEAN), target)
         return loss
 
 

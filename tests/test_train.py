@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 import train
-from model import build_model
+from model import ModelConfig, build_model
 from predict_color import Colorizer
 from utils import load_checkpoint
 
@@ -247,10 +247,11 @@ def test_mse_var_loss_fits_the_variance_to_the_squared_error_and_leaves_the_mean
 def test_mixed_loss_adds_the_weighted_squared_error_of_the_distributions_mean():
     """--mse-weight w: the classification loss plus w x the MSE of the predicted distribution's mean ab
     (normalised by ab_scale) against the pooled target; only with --loss classification."""
-    from types import SimpleNamespace
     torch.manual_seed(0)
     bins = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [-10.0, 0.0], [0.0, -20.0]])
-    model = SimpleNamespace(bins=bins, log_weights=torch.zeros(5), cfg=SimpleNamespace(ab_scale=110.0))
+    model = build_model(ModelConfig(width=8, depth=2, head="classification", num_bins=5))
+    model.bins.copy_(bins)
+    model.log_weights.copy_(torch.randn(5))  # rebalancing: weighs the classification term, not the mean
     logits = torch.randn(2, 5, 4, 5)
     target = torch.rand(2, 2, 8, 10) * 0.2 - 0.1
     ce = train.Criterion("classification", model)(logits, target)
