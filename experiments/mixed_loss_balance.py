@@ -14,10 +14,9 @@ import argparse
 import numpy as np
 import torch
 
-from dataset import center_crop, find_images, load_rgb, resize_short_side
-from model import build_model
-from train import Criterion, init_weights
-from utils import load_checkpoint, rebalance_weights
+from dataset import center_crop, decode_square, find_images
+from train import Criterion, TrainConfig, load_init, new_model
+from utils import load_checkpoint
 
 
 def main() -> None:
@@ -25,30 +24,25 @@ def main() -> None:
     p.add_argument("--model", default="checkpoints/colorizer.pt")
     p.add_argument("--data", default="../shared/data/train/general")
     p.add_argument("--images", type=int, default=64)
-    p.add_argument("--lam", type=float, default=0.5, help="rebalancing lambda of the training recipe")
     a = p.parse_args()
     torch.manual_seed(0)
     ckpt = load_checkpoint(a.model)
-    model = build_model(ckpt["model_config"])
-    model.load_state_dict({k: v for k, v in init_weights(ckpt).items() if k != "log_weights"}, strict=False)
-    prior = ckpt["ab_prior"]["prior"].float()
-    model.log_weights.copy_(rebalance_weights(prior, a.lam).log())
+    # The network as train.py --init builds it from this checkpoint (its bins, prior and rebalancing).
+    model = new_model(TrainConfig(**ckpt["train_config"]), None, pretrained=False, init=ckpt)
+    load_init(model, ckpt, a.model)
     model.train()  # as in training: BatchNorm on batch statistics
     paths = find_images(a.data)
     paths = paths[:: max(1, len(paths) // a.images)][: a.images]
-    rgb = center_crop(torch.stack([torch.from_numpy(np.array(resize_short_side(load_rgb(q), 144))[:144, :144])
-                                   for q in paths]), 128)
+    rgb = center_crop(torch.from_numpy(np.stack([decode_square((q, 144)) for q in paths])), 128)
     l_n, ab_n = model.cfg.norm.split(rgb)
+    out = model(l_n)
+    classification = Criterion("classification", model)(out, ab_n)
+    terms = {"classification": classification,  # the MSE term: the mixed loss at weight 1 less the above
+             "mse of the mean": Criterion("classification", model, 1.0)(out, ab_n) - classification}
     params = [q for q in model.parameters() if q.requires_grad]
     norms = {}
-    for name, w_mse in (("classification", 0.0), ("mse of the mean", None)):
-        out = model(l_n)
-        if w_mse is None:  # the MSE term alone: the mixed loss at weight 1 minus the classification loss
-            crit_ce, crit_mix = Criterion("classification", model), Criterion("classification", model, 1.0)
-            loss = crit_mix(out, ab_n) - crit_ce(out, ab_n)
-        else:
-            loss = Criterion("classification", model)(out, ab_n)
-        grads = torch.autograd.grad(loss, params)
+    for name, loss in terms.items():
+        grads = torch.autograd.grad(loss, params, retain_graph=True)
         norms[name] = torch.sqrt(sum((g.float() ** 2).sum() for g in grads)).item()
         print(f"{name}: loss {loss.item():.4f}, gradient norm {norms[name]:.4f}")
     print(f"equal pull at --mse-weight {norms['classification'] / norms['mse of the mean']:.1f}")
