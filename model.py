@@ -191,7 +191,8 @@ class _ColorNet(nn.Module):
         x = self.head(x) if self.var_head is None else torch.cat([self.head(x), self.var_head(x.detach())], 1)
         return x[..., : (h + 1) // 2, : (w + 1) // 2]
 
-    def decode(self, out: torch.Tensor, settings: Decode = Decode()) -> torch.Tensor:
+    def decode(self, out: torch.Tensor, settings: Decode = Decode(), bias: torch.Tensor | None = None
+               ) -> torch.Tensor:
         """Head output -> normalised ab at the head's resolution, with the knobs of `settings`.
 
         Classification: the annealed mean (Zhang et al. 2016) of softmax((logits - c log w) / T), where
@@ -210,7 +211,12 @@ class _ColorNet(nn.Module):
         distance of its decoded colours from their mean (normalised ab): 0 leaves the gain alone, 1 gives
         every image the same spread (EVEN_SPREAD x gain), so washed-out predictions are stretched more
         than vivid ones, without a variance head.
+
+        bias (B, Q), classification only: a per-image colour prior added to the calibrated logits before the
+        temperature, e.g. s (log h - log p) to trade the training prior p for a histogram h (colour_prior.py).
         """
+        if bias is not None and self.cfg.head != "classification":
+            raise ValueError("a colour prior (bias) needs a classification head")
         gain, spread = settings.gain, settings.spread
         stretch = torch.full((len(out),), gain, device=out.device)  # per image, about its mean colour
         stretched = gain != 1.0
@@ -224,6 +230,8 @@ class _ColorNet(nn.Module):
             ab = out.float()
         else:
             logits = out.float() - settings.prior_correction * self.log_weights[None, :, None, None]
+            if bias is not None:
+                logits = logits + bias.to(logits)[:, :, None, None]
             p = torch.softmax(logits / settings.temperature, dim=1)
             ab = self.cfg.norm.ab(torch.einsum("bqhw,qc->bchw", p, self.bins))
         if settings.evenness:
@@ -334,8 +342,9 @@ class ColorEnsemble(nn.Module):
     def forward(self, l_norm: torch.Tensor, hints: torch.Tensor | None = None) -> torch.Tensor:
         return torch.stack([m(l_norm, hints) for m in self.members])
 
-    def decode(self, out: torch.Tensor, settings: Decode = Decode()) -> torch.Tensor:
-        return torch.stack([m.decode(o, settings) for m, o in zip(self.members, out)]).mean(0)
+    def decode(self, out: torch.Tensor, settings: Decode = Decode(), bias: torch.Tensor | None = None
+               ) -> torch.Tensor:
+        return torch.stack([m.decode(o, settings, bias) for m, o in zip(self.members, out)]).mean(0)
 
     predict_ab = _ColorNet.predict_ab  # decode(forward(l)), upsampled: nothing in it is per network
 

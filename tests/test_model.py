@@ -46,6 +46,23 @@ def test_classification_decode_is_a_mix_of_the_bins():
     assert (ab.amin((0, 2, 3)) >= lo - 1e-5).all() and (ab.amax((0, 2, 3)) <= hi + 1e-5).all()
 
 
+def test_a_colour_prior_bias_moves_the_decoded_colour_towards_its_bin_and_zero_changes_nothing():
+    model = tiny("classification")
+    model.bins.copy_(torch.stack([torch.linspace(-50, 60, 13), torch.linspace(30, -20, 13)], 1))
+    out = model(torch.rand(2, 1, 20, 24) * 2 - 1).detach()
+    plain = model.decode(out)
+    assert torch.equal(model.decode(out, bias=torch.zeros(2, 13)), plain)
+    bias = torch.zeros(2, 13)
+    bias[0, 12] = 5.0  # image 0 only: favour the last bin, (60, -20)
+    pushed = model.decode(out, bias=bias)
+    target = model.bins[12] / 110
+    before = (plain[0] - target[:, None, None]).norm(dim=0).mean()
+    assert (pushed[0] - target[:, None, None]).norm(dim=0).mean() < before
+    assert torch.equal(pushed[1], plain[1])
+    with pytest.raises(ValueError, match="classification"):
+        tiny("regression").decode(torch.zeros(1, 2, 4, 4), bias=torch.zeros(1, 13))
+
+
 @pytest.mark.parametrize("head", HEADS)
 def test_the_gain_scales_each_images_colours_about_their_mean(head):
     """decode(gain=k) = mu + k (ab - mu), mu each image's own mean ab: same mean colour, k times the spread."""
