@@ -1,0 +1,156 @@
+"""Colour memory: does a looked-up colour prior help, and can its trust be learned? (issue 28)
+
+python -m experiments.memory_study --cache /work/memory_cache/train [--fit 400] [--out DIR]
+
+Splits the cached training photos (experiments.memory_features) into a bank, a set held out from the bank to
+learn the trust on (--fit photos, seeded), and the held-out landscapes of experiments/results/holdout (never in
+the bank). For every photo scored: the network runs once; the bank lookup (memory.Bank) gives a histogram h;
+the decode adds s (log h - log p) for s on a grid; PSNR and colourfulness are recorded per s. The trust
+(memory.Trust) is fitted on the fit set to maximise the mean PSNR gain (s interpolated on the grid), then
+scored on val/general and the held-out landscapes beside the automatic decode and every fixed s.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+
+import numpy as np
+import torch
+from PIL import Image
+from scipy.optimize import minimize
+
+import colour_prior as cp
+from colorizer import DEFAULT_MODEL, Colorizer
+from evaluate import colourfulness, psnr
+from experiments.memory_features import raw_embedding
+from experiments.reference_study import decode, logits
+from memory import TRUST_FEATURES, Bank, Trust
+from utils import IMAGE_EXTENSIONS, prior_from_weights
+
+STRENGTHS = np.array([0.0, 0.15, 0.3, 0.45, 0.6, 0.8])
+TRAIN = os.path.join("..", "shared", "data", "train")
+VAL = os.path.join("..", "shared", "data", "val", "general")
+HOLDOUT = os.path.join("experiments", "results", "holdout", "select.txt")
+
+
+def spaced(items: list, n: int) -> list:
+    """n items evenly spaced over the list (all if n >= its length)."""
+    return items if n >= len(items) else [items[i] for i in np.linspace(0, len(items) - 1, n).round().astype(int)]
+
+
+def load_cache(cache: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    parts = [np.load(p) for p in sorted(glob.glob(os.path.join(cache, "chunk_*.npz")))]
+    return (np.concatenate([p["raw"] for p in parts]), np.concatenate([p["hists"] for p in parts]),
+            [str(x) for p in parts for x in p["paths"]])
+
+
+@torch.inference_mode()
+def network_hist(colorizer: Colorizer, out: torch.Tensor) -> np.ndarray:
+    """The network's own colour distribution: its decoded probabilities averaged over the pixels (Q,)."""
+    m, d = colorizer.model, colorizer.decode
+    p = torch.softmax((out.float() - d.prior_correction * m.log_weights[None, :, None, None]) / d.temperature, 1)
+    return p.mean((0, 2, 3)).numpy()
+
+
+def score_photo(colorizer, bank: Bank, prior: np.ndarray, path: str, exclude=None) -> dict:
+    """One photo: the lookup's features and PSNR gain / colourfulness at every strength of the grid."""
+    with Image.open(path) as im:
+        true = np.asarray(im.convert("RGB"))
+    grey = np.asarray(Image.fromarray(true).convert("L"))
+    out, size = logits(colorizer, grey)
+    look = bank.lookup(raw_embedding(colorizer, grey), network_hist(colorizer, out), exclude)
+    g = psnr(np.repeat(grey[..., None], 3, -1), true)
+    gains, cfs = [], []
+    for s in STRENGTHS:
+        bias = cp.prior_bias(look.hist, prior, s) if s else None
+        rgb = colorizer.colorize_grey_with_ab(grey, decode(colorizer, out, size, colorizer.decode, bias))
+        gains.append(psnr(rgb, true) - g)
+        cfs.append(colourfulness(rgb))
+    return {"path": path, "features": look.features.tolist(), "gain": gains, "cf": cfs,
+            "cf_orig": colourfulness(true)}
+
+
+def at_strength(rows: list[dict], s: np.ndarray, key: str) -> np.ndarray:
+    """Each row's `key` at its own strength s (linear interpolation on the grid)."""
+    return np.array([np.interp(si, STRENGTHS, r[key]) for r, si in zip(rows, s)])
+
+
+def fit_trust(rows: list[dict], max_strength: float = float(STRENGTHS[-1]), l2: float = 0.01) -> Trust:
+    """The trust that maximises the fit set's mean PSNR gain (minus a small L2 penalty on its weights)."""
+    f = np.array([r["features"] for r in rows])
+    mean, std = f.mean(0), f.std(0) + 1e-9
+    trust = Trust(mean=mean, std=std, max_strength=max_strength)
+
+    def loss(theta):
+        trust.weights, trust.bias = theta[:-1], theta[-1]
+        s = np.array([trust.strength(x) for x in f])
+        return -at_strength(rows, s, "gain").mean() + l2 * (theta[:-1] ** 2).sum()
+
+    best = min((minimize(loss, np.r_[np.zeros(f.shape[1]), b0], method="Nelder-Mead",
+                         options={"maxiter": 4000, "xatol": 1e-4, "fatol": 1e-6}) for b0 in (-2.0, 0.0)),
+               key=lambda r: r.fun)
+    trust.weights, trust.bias = best.x[:-1], float(best.x[-1])
+    return trust
+
+
+def summary(rows: list[dict], trust: Trust) -> dict:
+    cf_orig = np.mean([r["cf_orig"] for r in rows])
+    out = {f"s={s:g}": {"psnr_gain": float(np.mean([r["gain"][i] for r in rows])),
+                        "cf_ratio": float(np.mean([r["cf"][i] for r in rows]) / cf_orig)}
+           for i, s in enumerate(STRENGTHS)}
+    s = np.array([trust.strength(np.array(r["features"])) for r in rows])
+    out["trust"] = {"psnr_gain": float(at_strength(rows, s, "gain").mean()),
+                    "cf_ratio": float(at_strength(rows, s, "cf").mean() / cf_orig), "mean_strength": float(s.mean())}
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cache", required=True)
+    ap.add_argument("--model", default=DEFAULT_MODEL)
+    ap.add_argument("--fit", type=int, default=400)
+    ap.add_argument("--val", type=int, default=150, help="val/general photos scored (evenly spaced)")
+    ap.add_argument("--holdout", type=int, default=300, help="held-out landscapes scored (evenly spaced)")
+    ap.add_argument("--k", type=int, default=5)
+    ap.add_argument("--tau", type=float, default=0.05)
+    ap.add_argument("--out", default=os.path.join("experiments", "results", "memory"))
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    colorizer = Colorizer.from_checkpoint(args.model)
+    prior = prior_from_weights(colorizer.model.log_weights, 0.5).numpy()
+    bins = colorizer.model.bins.numpy()
+    raw, hists, paths = load_cache(args.cache)
+    rel = [os.path.relpath(p, TRAIN) for p in paths]
+    with open(HOLDOUT) as f:
+        held = {line.strip() for line in f if line.strip() and not line.startswith("#")}
+    rest = [i for i, r in enumerate(rel) if r not in held]
+    fit_idx = set(np.random.default_rng(0).choice(rest, args.fit, replace=False).tolist())
+    bank_idx = [i for i in rest if i not in fit_idx]
+    bank = Bank.build(raw[bank_idx], hists[bank_idx], bins)
+    bank.k, bank.tau = args.k, args.tau
+    print(f"bank {len(bank_idx)} photos, fit {len(fit_idx)}, held-out landscapes {len(held)}", flush=True)
+    val = sorted(p for p in glob.glob(os.path.join(VAL, "*")) if p.lower().endswith(IMAGE_EXTENSIONS))
+    sets = {"fit": [paths[i] for i in sorted(fit_idx)],
+            "holdout_landscapes": spaced([os.path.join(TRAIN, h) for h in sorted(held)], args.holdout),
+            "val_general": spaced(val, args.val)}
+    rows = {name: [score_photo(colorizer, bank, prior, p) for p in ps] for name, ps in sets.items()}
+    trust = fit_trust(rows["fit"])
+    result = {"bank": len(bank_idx), "k": args.k, "tau": args.tau, "features": TRUST_FEATURES,
+              "trust": {k: np.asarray(v).tolist() for k, v in trust.to_arrays().items()},
+              "sets": {name: summary(r, trust) for name, r in rows.items()}}
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, f"study_k{args.k}_tau{args.tau:g}.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    with open(os.path.join(args.out, f"rows_k{args.k}_tau{args.tau:g}.jsonl"), "w") as f:
+        for name, r in rows.items():
+            for row in r:
+                f.write(json.dumps({"set": name, **row}) + "\n")
+    for name, s in result["sets"].items():
+        print(name, " ".join(f"{k}: {v['psnr_gain']:+.2f} dB {100 * v['cf_ratio']:.0f}%" for k, v in s.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
