@@ -21,7 +21,7 @@ $PY train.py --data "$TRAIN" --val-fraction 0.03 --seed 0 --out runs/gpu80 --los
     --width 48 --depth 4 --epochs 80 --val-every 3 --checkpoint-every 0 --workers 16 --no-progress
 # best.pt (lowest validation loss: epoch 45 in the shipped run) and last.pt (epoch 80), their colours
 # averaged; decode settings chosen on the 200 BSDS training photos, the only general photos among the
-# training images (see the README).
+# training images (see experiments/README.md, v1).
 $PY export_model.py --run runs/gpu80 --checkpoint best.pt --members runs/gpu80/last.pt --int8 \
     --select "$DATA/train/bsds" --images 0 --out runs/gpu80/colorizer.pt \
     --temperatures 0.5,0.75,1.0 --corrections 0.6,0.7,0.8 --sizes 128 --min-cf 0.7
