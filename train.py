@@ -532,6 +532,7 @@ class Run:
     val_b: Batches
     fixed: torch.Tensor | None       # the validation batch of the sample grids (rank 0 only)
     metrics: list[dict]              # one dict per validation, as the lines of metrics.jsonl
+    window: Window                   # the training since the last validation
     horizon: int                     # steps the learning-rate schedule spans (--epochs)
     total: int                       # the step this run stops at (--max-steps, else horizon)
     epoch: int = 0                   # epochs completed
@@ -539,7 +540,6 @@ class Run:
     step: int = 0                    # optimizer steps in all
     best: float = math.inf           # lowest validation loss so far (best.pt's)
     last_good: tuple[str, int] | None = None  # (path, step) of the newest last.pt, for the stop message
-    window: Window | None = None
 
     @property
     def spe(self) -> int:
@@ -660,8 +660,8 @@ def setup(cfg: TrainConfig) -> Run:
     # resumed follows the very schedule of a run that never stopped.
     horizon = cfg.epochs * train_b.steps_per_epoch()
     return Run(cfg=cfg, d=d, model=model, net=net, opt=opt, crit=crit, amp=amp, train_b=train_b, val_b=val_b,
-               fixed=fixed, metrics=metrics, horizon=horizon, total=min(horizon, cfg.max_steps or horizon),
-               **counters)
+               fixed=fixed, metrics=metrics, window=Window(d.device), horizon=horizon,
+               total=min(horizon, cfg.max_steps or horizon), **counters)
 
 
 def write_checkpoint(run: Run, epoch: int, step_in_epoch: int, name: str = "last.pt") -> None:
@@ -791,7 +791,6 @@ def train(cfg: TrainConfig) -> dict:
     Epochs run until --epochs or --max-steps; a window of --val-every epochs (or the last, or a
     --max-steps stop mid-epoch) ends with a validation, a metrics line, samples and checkpoints."""
     run = setup(cfg)
-    run.window = Window(run.d.device)
     stopped = None
     while run.epoch < run.cfg.epochs and run.step < run.total and stopped is None:
         stopped, done = train_one_epoch(run)
