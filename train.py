@@ -502,19 +502,66 @@ def without_excluded(paths: list[str], root: str, exclude_file: str) -> list[str
 
 
 # ---------------------------------------------------------------------------------------------------
-def train(cfg: TrainConfig) -> dict:
-    d = Dist(cfg.device)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    seed_everything(cfg.seed)
-    resume = load_checkpoint(cfg.resume) if cfg.resume else None
-    if resume is not None:
-        # The run continues as it was configured; only where it runs and how far it goes may change.
-        keep = {k: getattr(cfg, k) for k in ("resume", "epochs", "max_steps", "device", "workers",
-                                             "progress", "out", "threads", "checkpoint_every", "cache_dir",
-                                             "debug_rank_dump")}
-        cfg = TrainConfig(**{**resume["train_config"], **keep})
+# The run, split as DiT and MAE split theirs: setup() does everything before the first step,
+# train_one_epoch() the steps of one epoch, end_window() the validation, metrics and checkpoints after
+# each --val-every window, finish() the summary; train() is the loop over epochs that joins them.
 
+class Window:
+    """The training since the last validation: when it began, the images it saw (all processes), and
+    the sum and count of its step losses (the sum stays on the device: no host sync per step)."""
+
+    def __init__(self, device: torch.device):
+        self.t0, self.seen, self.loss_sum, self.steps = time.time(), 0, torch.zeros((), device=device), 0
+
+    def images_per_s(self) -> float:
+        return self.seen / (time.time() - self.t0)
+
+
+@dataclass
+class Run:
+    """A run once set up: what the epoch loop trains and where it writes, and its counters (those a
+    checkpoint holds, so that a resumed run goes on exactly where the checkpoint left it)."""
+    cfg: TrainConfig                 # the run's config (a resumed run's own, see resumed_config)
+    d: Dist
+    model: torch.nn.Module           # the model that is saved, validated and sampled
+    net: torch.nn.Module             # what a training step calls: the model, compiled and/or in DDP
+    opt: torch.optim.Optimizer
+    crit: Criterion
+    amp: torch.autocast              # bf16 on CUDA with --amp, else a no-op
+    train_b: Batches
+    val_b: Batches
+    fixed: torch.Tensor | None       # the validation batch of the sample grids (rank 0 only)
+    metrics: list[dict]              # one dict per validation, as the lines of metrics.jsonl
+    window: Window                   # the training since the last validation
+    horizon: int                     # steps the learning-rate schedule spans (--epochs)
+    total: int                       # the step this run stops at (--max-steps, else horizon)
+    epoch: int = 0                   # epochs completed
+    skip: int = 0                    # steps of the current epoch already done (a mid-epoch resume)
+    step: int = 0                    # optimizer steps in all
+    best: float = math.inf           # lowest validation loss so far (best.pt's)
+    last_good: tuple[str, int] | None = None  # (path, step) of the newest last.pt, for the stop message
+
+    @property
+    def spe(self) -> int:
+        """Training steps per epoch."""
+        return self.train_b.steps_per_epoch()
+
+    @property
+    def metrics_path(self) -> str:
+        return os.path.join(self.cfg.out, "metrics.jsonl")
+
+
+def resumed_config(cfg: TrainConfig, resume: dict) -> TrainConfig:
+    """--resume: the run continues as it was configured; only where it runs and how far it goes may change."""
+    keep = {k: getattr(cfg, k) for k in ("resume", "epochs", "max_steps", "device", "workers",
+                                         "progress", "out", "threads", "checkpoint_every", "cache_dir",
+                                         "debug_rank_dump")}
+    return TrainConfig(**{**resume["train_config"], **keep})
+
+
+def load_data(cfg: TrainConfig, d: Dist) -> tuple[Batches, Batches]:
+    """The training and validation batches: --data less --exclude's photos, and --val or a seeded
+    --val-fraction of --data held out."""
     paths = find_images(cfg.data)
     if cfg.exclude:
         n = len(paths)
@@ -527,7 +574,12 @@ def train(cfg: TrainConfig) -> dict:
     train_b = Batches(cfg, train_paths, d, train=True)
     val_b = Batches(cfg, val_paths, d, train=False)
     log(d, f"{train_b.n} training and {val_b.n} validation images, {d.world} process(es) on {d.device}")
+    return train_b, val_b
 
+
+def build_training_model(cfg: TrainConfig, d: Dist, train_b: Batches, resume: dict | None):
+    """The model on the device: --resume's architecture (its weights are loaded later, with the optimizer),
+    or a new one (with --init's weights if given); its mean or encoder frozen as the flags say."""
     if resume is not None:
         model = build_model(resume["model_config"]).to(d.device)
         if "ab_prior" in resume:
@@ -540,30 +592,30 @@ def train(cfg: TrainConfig) -> dict:
                    f"rebalancing lambda {cfg.rebalance_lambda}")
         if init is not None:
             load_init(model, init, cfg.init)
-    mcfg, norm = model.cfg, model.cfg.norm
     if cfg.var_only:
         model.freeze_mean()
-    elif mcfg.encoder != "unet" and cfg.encoder_lr == 0:
+    elif model.cfg.encoder != "unet" and cfg.encoder_lr == 0:
         model.freeze_encoder()
-    opt = make_optimizer(model, cfg)
-    epoch, skip, step, best = 0, 0, 0, float("inf")
-    if resume is not None:
-        model.load_state_dict(resume["model"])
-        opt.load_state_dict(resume["optimizer"])
-        epoch, skip, step, best = resume["epoch"], resume["step_in_epoch"], resume["step"], resume["best_val_loss"]
-        log(d, f"resumed from {cfg.resume} at epoch {epoch}, step {step}")
-    crit = Criterion(cfg.loss, model, cfg.mse_weight)
+    return model
 
+
+def wrap_for_training(model, cfg: TrainConfig, d: Dist):
+    """-> (the network a training step calls, the autocast context). The model becomes channels-last in
+    place; --compile and DDP wrap it, so that checkpoints keep the plain model's keys."""
     cuda = d.device.type == "cuda"
     # Channels-last: faster on CUDA, and on this project's 2-core CPU too (6-10% per training step).
-    model = model.to(memory_format=torch.channels_last)
+    model.to(memory_format=torch.channels_last)
     if cuda:
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
     net = torch.compile(model) if cfg.compile else model
     if d.enabled:
         net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[d.device.index] if cuda else None)
-    amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.amp and cuda)
+    return net, torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.amp and cuda)
 
+
+def open_run_folder(cfg: TrainConfig, d: Dist, mcfg: ModelConfig, resumed: bool, step: int) -> list[dict]:
+    """Rank 0 writes config.json and makes samples/; a resumed run keeps the metrics lines up to its
+    checkpoint's step and drops any written after it. -> those metrics (empty on the other ranks)."""
     os.makedirs(cfg.out, exist_ok=True)
     metrics_path = os.path.join(cfg.out, "metrics.jsonl")
     metrics = []
@@ -571,124 +623,185 @@ def train(cfg: TrainConfig) -> dict:
         with open(os.path.join(cfg.out, "config.json"), "w") as f:
             json.dump({"train": dataclasses.asdict(cfg), "model": mcfg.to_dict()}, f, indent=2)
         os.makedirs(os.path.join(cfg.out, "samples"), exist_ok=True)
-        if resume is not None and os.path.exists(metrics_path):
+        if resumed and os.path.exists(metrics_path):
             with open(metrics_path) as f:
                 metrics = [m for m in map(json.loads, f) if m["step"] <= step]
         with open(metrics_path, "w") as f:  # drop lines written after the checkpoint we resume from
             f.writelines(json.dumps(m) + "\n" for m in metrics)
-    fixed = next(iter(val_b.epoch(0)))[: cfg.sample_images] if d.main else None  # rank 0 has >= 1
+    return metrics
 
-    spe = train_b.steps_per_epoch()
+
+def setup(cfg: TrainConfig) -> Run:
+    """Everything before the first step: processes, seeds, the config (a resumed run's own), data, model
+    and optimizer (fresh, from --init, or --resume's state and counters), the wrapped network, the run
+    folder and the sample batch."""
+    d = Dist(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    resume = load_checkpoint(cfg.resume) if cfg.resume else None
+    if resume is not None:
+        cfg = resumed_config(cfg, resume)
+    train_b, val_b = load_data(cfg, d)
+    model = build_training_model(cfg, d, train_b, resume)
+    opt = make_optimizer(model, cfg)
+    counters = {}
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        opt.load_state_dict(resume["optimizer"])
+        counters = {"epoch": resume["epoch"], "skip": resume["step_in_epoch"], "step": resume["step"],
+                    "best": resume["best_val_loss"], "last_good": (cfg.resume, resume["step"])}
+        log(d, f"resumed from {cfg.resume} at epoch {counters['epoch']}, step {counters['step']}")
+    crit = Criterion(cfg.loss, model, cfg.mse_weight)
+    net, amp = wrap_for_training(model, cfg, d)
+    metrics = open_run_folder(cfg, d, model.cfg, resume is not None, counters.get("step", 0))
+    fixed = next(iter(val_b.epoch(0)))[: cfg.sample_images] if d.main else None  # rank 0 has >= 1
     # The learning-rate schedule spans --epochs; --max-steps only stops early, so a run stopped by it and
     # resumed follows the very schedule of a run that never stopped.
-    horizon = cfg.epochs * spe
-    total = min(horizon, cfg.max_steps or horizon)
-    last_good = (cfg.resume, step) if resume is not None else None  # (path, step) of the newest checkpoint
+    horizon = cfg.epochs * train_b.steps_per_epoch()
+    return Run(cfg=cfg, d=d, model=model, net=net, opt=opt, crit=crit, amp=amp, train_b=train_b, val_b=val_b,
+               fixed=fixed, metrics=metrics, window=Window(d.device), horizon=horizon,
+               total=min(horizon, cfg.max_steps or horizon), **counters)
 
-    def checkpoint(ep, sie, name="last.pt"):
-        """Write OUT/name on rank 0; a failed write stops the run and leaves the previous file intact."""
-        nonlocal last_good
-        path = os.path.join(cfg.out, name)
-        if d.main:
-            try:
-                save_checkpoint(make_checkpoint(model, opt, cfg, ep, sie, step, best), path)
-            except OSError as e:
-                raise CheckpointError(f"{path}: cannot write checkpoint ({e.strerror or e}); "
-                                      "the previous one is kept") from None
-        if name == "last.pt":
-            last_good = (path, step)
 
-    def mean_loss_if_finite(loss_sum, n, weights: bool) -> float | None:
-        """Loss averaged over steps and processes, or None if it, or any weight (weights=True; checked
-        before every save, since a finite loss can still be followed by an update to inf), is not finite.
-        One host sync, and every process reaches the same verdict."""
-        ok = (torch.stack([t.isfinite().all() for t in model.state_dict().values()]).all().float()
-              if weights else torch.ones((), device=d.device))
-        lv, ok = d.mean(torch.stack([loss_sum / max(1, n), ok])).tolist()
-        return lv if math.isfinite(lv) and ok == 1.0 else None
+def write_checkpoint(run: Run, epoch: int, step_in_epoch: int, name: str = "last.pt") -> None:
+    """Write OUT/name on rank 0; a failed write stops the run and leaves the previous file intact."""
+    path = os.path.join(run.cfg.out, name)
+    if run.d.main:
+        try:
+            save_checkpoint(make_checkpoint(run.model, run.opt, run.cfg, epoch, step_in_epoch, run.step,
+                                            run.best), path)
+        except OSError as e:
+            raise CheckpointError(f"{path}: cannot write checkpoint ({e.strerror or e}); "
+                                  "the previous one is kept") from None
+    if name == "last.pt":
+        run.last_good = (path, run.step)
 
+
+def mean_loss_if_finite(run: Run, weights: bool) -> float | None:
+    """The window's loss averaged over steps and processes, or None if it, or any weight (weights=True;
+    checked before every save, since a finite loss can still be followed by an update to inf), is not
+    finite. One host sync, and every process reaches the same verdict."""
+    d, w = run.d, run.window
+    ok = (torch.stack([t.isfinite().all() for t in run.model.state_dict().values()]).all().float()
+          if weights else torch.ones((), device=d.device))
+    lv, ok = d.mean(torch.stack([w.loss_sum / max(1, w.steps), ok])).tolist()
+    return lv if math.isfinite(lv) and ok == 1.0 else None
+
+
+def train_one_epoch(run: Run) -> tuple[str | None, int]:
+    """The steps of epoch run.epoch from step run.skip, to the epoch's end or to run.total; last.pt every
+    --checkpoint-every steps in between. The host syncs only to log (every 25 steps) or to save.
+    -> (why training must stop, or None; the steps of the epoch now done)."""
     from tqdm import tqdm
-    stopped = None
-    def new_window():
-        """Start time, images, loss sum and steps since the last validation."""
-        return time.time(), 0, torch.zeros((), device=d.device), 0
-
-    t0, seen, run_loss, n_loss = new_window()
-    while epoch < cfg.epochs and step < total and stopped is None:
-        s = skip - 1
-        bar = tqdm(total=spe, initial=skip, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                   disable=not (cfg.progress and d.main), dynamic_ncols=True)
-        for s, rgb in enumerate(train_b.epoch(epoch, skip), start=skip):
-            l_n, ab_n = model_inputs(norm, rgb)
-            hints = None
-            if mcfg.hints:  # simulated users, drawn from a generator seeded per step (resumable)
-                g = torch.Generator().manual_seed(cfg.seed * 31_337 + epoch * 100_003 + s)
-                hints = simulate_hints(ab_n, g, p_none=cfg.hint_p_none)
-            loss = train_step(net, opt, crit, l_n, ab_n, lr_at(step, horizon, cfg), amp, hints)
-            step += 1
-            seen += len(rgb) * d.world
-            run_loss += loss.detach()
-            n_loss += 1
-            bar.update(1)
-            save_now = (cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and s < spe - 1
-                        and step < total)
-            if step % 25 == 0 or s == spe - 1 or save_now:  # host sync only when logging or saving
-                lv = mean_loss_if_finite(run_loss, n_loss, weights=save_now)
-                if lv is None:
-                    stopped = f"non-finite loss or weights at step {step}"
-                    break
-                bar.set_postfix(loss=f"{lv:.4f}", img_s=f"{seen / (time.time() - t0):.0f}")
-            if save_now:
-                checkpoint(epoch, s + 1)
-            if step >= total:
+    cfg, d, w, spe = run.cfg, run.d, run.window, run.spe
+    stopped, s = None, run.skip - 1
+    bar = tqdm(total=spe, initial=run.skip, desc=f"epoch {run.epoch + 1}/{cfg.epochs}",
+               disable=not (cfg.progress and d.main), dynamic_ncols=True)
+    for s, rgb in enumerate(run.train_b.epoch(run.epoch, run.skip), start=run.skip):
+        l_n, ab_n = model_inputs(run.model.cfg.norm, rgb)
+        hints = None
+        if run.model.cfg.hints:  # simulated users, drawn from a generator seeded per step (resumable)
+            g = torch.Generator().manual_seed(cfg.seed * 31_337 + run.epoch * 100_003 + s)
+            hints = simulate_hints(ab_n, g, p_none=cfg.hint_p_none)
+        loss = train_step(run.net, run.opt, run.crit, l_n, ab_n, lr_at(run.step, run.horizon, cfg), run.amp,
+                          hints)
+        run.step += 1
+        w.seen += len(rgb) * d.world
+        w.loss_sum += loss.detach()
+        w.steps += 1
+        bar.update(1)
+        save_now = (cfg.checkpoint_every and run.step % cfg.checkpoint_every == 0 and s < spe - 1
+                    and run.step < run.total)
+        if run.step % 25 == 0 or s == spe - 1 or save_now:  # host sync only when logging or saving
+            lv = mean_loss_if_finite(run, weights=save_now)
+            if lv is None:
+                stopped = f"non-finite loss or weights at step {run.step}"
                 break
-        bar.close()
-        if stopped:
+            bar.set_postfix(loss=f"{lv:.4f}", img_s=f"{w.images_per_s():.0f}")
+        if save_now:
+            write_checkpoint(run, run.epoch, s + 1)
+        if run.step >= run.total:
             break
-        finished_epoch = s + 1 >= spe
-        if finished_epoch and (epoch + 1) % cfg.val_every and epoch + 1 < cfg.epochs and step < total:
-            epoch, skip = epoch + 1, 0  # no validation after this epoch (--val-every)
-            continue
-        train_loss = mean_loss_if_finite(run_loss, n_loss, weights=True)
-        if train_loss is None:
-            stopped = f"non-finite loss or weights in epoch {epoch + 1}"
-            break
-        d.sync_buffers(model)
-        v = validate(model, val_b, crit, d, norm)
-        m = {"epoch": epoch + 1 if finished_epoch else epoch + (s + 1) / spe, "step": step,
-             "train_loss": train_loss, **v, "lr": lr_at(step - 1, horizon, cfg),
-             "images_per_s": seen / (time.time() - t0), "time": time.time()}
-        epoch, skip = (epoch + 1, 0) if finished_epoch else (epoch, s + 1)
-        if d.main:
-            metrics.append(m)
-            with open(metrics_path, "a") as f:
-                f.write(json.dumps(m) + "\n")
-            plot_curves(metrics, os.path.join(cfg.out, "loss_curve.png"))
-            sample = f"epoch_{epoch:03d}.png" if finished_epoch else f"step_{step:07d}.png"
-            save_samples(model, fixed, norm, os.path.join(cfg.out, "samples", sample))
-            with_hints = f", {v['val_psnr_hints']:.2f} dB with {VAL_HINTS} hints" if "val_psnr_hints" in v else ""
-            log(d, f"epoch {m['epoch']:.2f} step {step}: train {train_loss:.4f} val {v['val_loss']:.4f} "
-                   f"psnr {v['val_psnr']:.2f} dB{with_hints} ({m['images_per_s']:.0f} img/s)")
-        if v["val_loss"] < best:
-            best = v["val_loss"]
-            checkpoint(epoch, skip, "best.pt")
-        checkpoint(epoch, skip)
-        t0, seen, run_loss, n_loss = new_window()
+    bar.close()
+    return stopped, s + 1
 
-    skipped = train_b.skipped() + val_b.skipped()
+
+def record(run: Run, m: dict, finished_epoch: bool) -> None:
+    """Rank 0, after a validation: the metrics line, the loss curve, the sample grid and the log line."""
+    run.metrics.append(m)
+    with open(run.metrics_path, "a") as f:
+        f.write(json.dumps(m) + "\n")
+    plot_curves(run.metrics, os.path.join(run.cfg.out, "loss_curve.png"))
+    sample = f"epoch_{run.epoch:03d}.png" if finished_epoch else f"step_{run.step:07d}.png"
+    save_samples(run.model, run.fixed, run.model.cfg.norm, os.path.join(run.cfg.out, "samples", sample))
+    with_hints = f", {m['val_psnr_hints']:.2f} dB with {VAL_HINTS} hints" if "val_psnr_hints" in m else ""
+    log(run.d, f"epoch {m['epoch']:.2f} step {run.step}: train {m['train_loss']:.4f} val {m['val_loss']:.4f} "
+               f"psnr {m['val_psnr']:.2f} dB{with_hints} ({m['images_per_s']:.0f} img/s)")
+
+
+def end_window(run: Run, done: int) -> str | None:
+    """After a window's last step (done: steps of run.epoch done): check the loss and weights, validate,
+    move the counters to where a resume would start, record, and write best.pt (a new lowest validation
+    loss) and last.pt. -> why training must stop, or None."""
+    d, w = run.d, run.window
+    train_loss = mean_loss_if_finite(run, weights=True)
+    if train_loss is None:
+        return f"non-finite loss or weights in epoch {run.epoch + 1}"
+    finished_epoch = done >= run.spe
+    d.sync_buffers(run.model)
+    v = validate(run.model, run.val_b, run.crit, d, run.model.cfg.norm)
+    m = {"epoch": run.epoch + 1 if finished_epoch else run.epoch + done / run.spe, "step": run.step,
+         "train_loss": train_loss, **v, "lr": lr_at(run.step - 1, run.horizon, run.cfg),
+         "images_per_s": w.images_per_s(), "time": time.time()}
+    run.epoch, run.skip = (run.epoch + 1, 0) if finished_epoch else (run.epoch, done)
+    if d.main:
+        record(run, m, finished_epoch)
+    if v["val_loss"] < run.best:
+        run.best = v["val_loss"]
+        write_checkpoint(run, run.epoch, run.skip, "best.pt")
+    write_checkpoint(run, run.epoch, run.skip)
+    run.window = Window(d.device)
+    return None
+
+
+def finish(run: Run, stopped: str | None) -> dict:
+    """After the last step: report unreadable files, dump the rank checksum (tests), leave the process
+    group, and say where a stopped run can be resumed from. -> train()'s summary."""
+    d = run.d
+    skipped = run.train_b.skipped() + run.val_b.skipped()  # a collective call under torchrun
     if skipped and d.main:
         print(f"warning: skipped {skipped} unreadable image file(s) in all", file=sys.stderr)
-    if cfg.debug_rank_dump:
-        with open(os.path.join(cfg.out, f"rank{d.rank}.json"), "w") as f:
-            json.dump({"rank": d.rank, "step": step, "sha256": state_checksum(model)}, f)
+    if run.cfg.debug_rank_dump:
+        with open(os.path.join(run.cfg.out, f"rank{d.rank}.json"), "w") as f:
+            json.dump({"rank": d.rank, "step": run.step, "sha256": state_checksum(run.model)}, f)
     d.close()
     if stopped:
-        where = (f"the last good checkpoint is {last_good[0]} (step {last_good[1]})" if last_good
+        where = (f"the last good checkpoint is {run.last_good[0]} (step {run.last_good[1]})" if run.last_good
                  else "no checkpoint was written (a lower --lr may help)")
         stopped = f"{stopped}; stopped training, {where}"
         if d.main:
             print(f"error: {stopped}", file=sys.stderr)
-    return {"stopped": stopped, "step": step, "epoch": epoch, "metrics": metrics, "skipped": skipped}
+    return {"stopped": stopped, "step": run.step, "epoch": run.epoch, "metrics": run.metrics, "skipped": skipped}
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Train as cfg says -> {"stopped": None or why, "step", "epoch", "metrics", "skipped"}.
+
+    Epochs run until --epochs or --max-steps; a window of --val-every epochs (or the last, or a
+    --max-steps stop mid-epoch) ends with a validation, a metrics line, samples and checkpoints."""
+    run = setup(cfg)
+    stopped = None
+    while run.epoch < run.cfg.epochs and run.step < run.total and stopped is None:
+        stopped, done = train_one_epoch(run)
+        if stopped:
+            break
+        if (done >= run.spe and (run.epoch + 1) % run.cfg.val_every and run.epoch + 1 < run.cfg.epochs
+                and run.step < run.total):
+            run.epoch, run.skip = run.epoch + 1, 0  # no validation after this epoch (--val-every)
+            continue
+        stopped = end_window(run, done)
+    return finish(run, stopped)
 
 
 def main(argv=None) -> int:

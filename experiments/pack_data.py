@@ -1,4 +1,4 @@
-"""Pack a training folder small enough to carry to a rented GPU: every image resized (short side) and
+"""Pack a training folder small enough to carry to a GPU machine: every image resized (short side) and
 centre-cropped to SIZE x SIZE, exactly as train.py's cache would do it, and stored as WebP.
 
 python -m experiments.pack_data ../shared/data/train .gpudata/train --size 144 --quality 80

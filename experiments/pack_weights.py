@@ -1,4 +1,4 @@
-"""Pack the encoder's ImageNet weights small enough to carry to a lent GPU beside the training data: the
+"""Pack the encoder's ImageNet weights small enough to carry to a GPU machine beside the training data: the
 installed weights package, reduced to the tensors the encoder loads and stored as float16, in a folder that
 stands in for the package on PYTHONPATH (experiments/gpu_sweep.py puts .gpudata/site there).
 

@@ -1,6 +1,6 @@
 """Does a variance head know how wrong it is? Calibration of a regression_var network, photo by photo.
 
-python experiments/variance_calibration.py --model runs/lite0_mse_long_var/last.pt \
+python -m experiments.archive.variance_calibration --model runs/lite0_mse_long_var/last.pt \
     --images ../shared/data/val/general ../shared/data/val/bsds
 
 Each photo is resized to the size the colorizer's network sees it at (Colorizer.net_size; --size sets its
@@ -16,7 +16,6 @@ the original to have.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 import numpy as np
@@ -24,10 +23,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from colorizer import Colorizer  # noqa: E402
-from dataset import find_images  # noqa: E402
-from model import colour_spread, predicted_variance  # noqa: E402
+from colorizer import Colorizer
+from dataset import find_images
+from model import colour_spread, predicted_variance
 
 
 def photo_stats(col: Colorizer, path: str) -> tuple[float, float, float, float]:

@@ -1,6 +1,6 @@
 """Do saturating or per-photo colour gains beat the centred gain? A decode study for regression heads.
 
-python experiments/gain_study.py --model runs/lite0_mse_long/colorizer_last.pt \
+python -m experiments.archive.gain_study --model runs/lite0_mse_long/colorizer_last.pt \
     --images ../shared/data/val/general --min-cf 0.6438 --check ../shared/data/val/bsds
 
 The centred gain (model.decode's gain) stretches every pixel's distance r = |ab - mu| from the image's
@@ -20,16 +20,14 @@ then scored on each --check folder too.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from colorizer import Colorizer  # noqa: E402
-from dataset import find_images  # noqa: E402
-from evaluate import evaluate  # noqa: E402
-from export_model import choose  # noqa: E402
+from colorizer import Colorizer
+from dataset import find_images
+from evaluate import evaluate
+from export_model import choose
 
 
 def _about_mean(ab: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

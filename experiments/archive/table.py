@@ -1,4 +1,4 @@
-"""Print a Markdown table from evaluate.py summary.json files: python experiments/table.py FILE..."""
+"""Print a Markdown table from evaluate.py summary.json files: python experiments/archive/table.py FILE..."""
 import json
 import os
 import sys

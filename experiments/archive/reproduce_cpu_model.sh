@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The CPU-only recipe (the model shipped before the GPU run): train on the CPU (80 minutes on 2 cores),
 # choose its decode settings on its own held-out training images, export it in float16, and evaluate it.
-#   bash experiments/reproduce_cpu_model.sh          (DATA=../shared/data by default)
+#   bash experiments/archive/reproduce_cpu_model.sh          (DATA=../shared/data by default)
 # It writes checkpoints/colorizer_cpu.pt, leaving the shipped checkpoints/colorizer.pt alone.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 PY=${PYTHON:-python}
 DATA=${DATA:-../shared/data}
 $PY train.py --data "$DATA/train" --val-fraction 0.03 --out runs/cpu_w32 --loss classification \

@@ -2,7 +2,7 @@
 same pretrained encoder and the same decoder initialisation (seed), averaged into one network of the same
 size and speed.
 
-python -m experiments.soup OUT.pt A/last.pt B/last.pt ...
+python -m experiments.archive.soup OUT.pt A/last.pt B/last.pt ...
 
 OUT.pt keeps the first checkpoint's configs and counters (so export_model.py --run DIR --checkpoint OUT.pt
 chooses its decode settings as for any run) and lists its ingredients under "soup_of".

@@ -3,12 +3,12 @@
 # --mse-weight x the MSE of its distribution's mean, against the control of experiments/train_hints.sh (the
 # same epoch, seed, crops and schedule, classification loss alone; its numbers are in
 # experiments/results/hints/). The weight is where the two terms pull equally hard at the start
-# (python -m experiments.mixed_loss_balance: 37.8, rounded to 40). Then v2's decode rule and issue 11's measures.
-#   bash experiments/mixed_loss.sh        (needs pip install -r requirements-train.txt)
+# (python -m experiments.archive.mixed_loss_balance: 37.8, rounded to 40). Then v2's decode rule and issue 11's measures.
+#   bash experiments/archive/mixed_loss.sh        (needs pip install -r requirements-train.txt)
 # On this project's 2-core CPU: about 30 minutes of training (14 images/s), 5 of export, 12 of evaluation.
 # Resume a stopped run with: python train.py --resume runs/mixed/last.pt --out runs/mixed
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 PY=${PYTHON:-python}
 DATA=${DATA:-../shared/data}
 RUN=${RUN:-runs/mixed}

@@ -2,9 +2,9 @@
 # Compare the training losses at equal compute (same model, crop, batch and number of steps), then
 # evaluate each on val/bsds and bench/kodak with evaluate.py. Writes runs/compare/<loss>/ and
 # experiments/results/compare_<loss>_<set>.json; prints the table at the end.
-#   bash experiments/compare_losses.sh [EPOCHS] [WIDTH] [CROP]
+#   bash experiments/archive/compare_losses.sh [EPOCHS] [WIDTH] [CROP]
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 PY=${PYTHON:-python}
 EPOCHS=${1:-6}; WIDTH=${2:-16}; CROP=${3:-64}
 DATA=${DATA:-../shared/data}
@@ -22,4 +22,4 @@ for loss in mse l1 huber classification; do
     cp "runs/compare/$loss/eval_$name/summary.json" "experiments/results/compare_${loss}_${name}.json"
   done
 done
-$PY experiments/table.py experiments/results/compare_*.json
+$PY experiments/archive/table.py experiments/results/compare_*.json

@@ -1,6 +1,6 @@
 """The weight of a mixed loss's MSE term, set by gradient balance rather than by a search on val/.
 
-    python -m experiments.mixed_loss_balance [--model checkpoints/colorizer.pt] [--images 64]
+    python -m experiments.archive.mixed_loss_balance [--model checkpoints/colorizer.pt] [--images 64]
 
 At the network a fine-tune starts from (the shipped classification model), on 128-px centre crops of
 training photos (every n-th photo of ../shared/data/train/general, never val/), it prints the gradient norm,

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The shipped model's training run on one GPU: size the run to a time budget from a measured throughput,
 # train, and leave a slim (float16, no optimizer) copy of best.pt with the run's logs in $RESULTS.
-#   DATA=.gpudata/train BUDGET=400 RESULTS=out bash experiments/train_gpu.sh
+#   DATA=.gpudata/train BUDGET=400 RESULTS=out bash experiments/archive/train_gpu.sh
 # DATA is any folder of colour photos; experiments/pack_data.py makes the small copy that was carried to
 # the GPU (.gpudata/train.tgz is unpacked when DATA is absent). Then, on any machine, export_model.py
-# chooses the decode settings of $RESULTS/best_fp16.pt, as in experiments/reproduce_shipped.sh.
+# chooses the decode settings of $RESULTS/best_fp16.pt, as in experiments/archive/reproduce_shipped.sh.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 PY=${PYTHON:-python3}
 DATA=${DATA:-/tmp/gpudata/train}
 BUDGET=${BUDGET:-400}            # seconds of training steps (sets the epochs unless EPOCHS is given)
