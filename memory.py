@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-K = 5            # neighbours looked up
-TAU = 0.05       # softmax temperature over their cosine similarities
+K = 20           # neighbours looked up (experiments/memory_retrieval.py)
+TAU = 1.0        # softmax temperature over their cosine similarities (1: nearly an even mix)
 DIMS = 64        # principal axes kept of the standardised embedding
 TRUST_FEATURES = ("top_similarity", "mean_similarity", "agreement", "distance_to_network")
 

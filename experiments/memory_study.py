@@ -26,7 +26,7 @@ from colorizer import DEFAULT_MODEL, Colorizer
 from evaluate import colourfulness, psnr
 from experiments.memory_features import raw_embedding
 from experiments.reference_study import decode, logits
-from memory import TRUST_FEATURES, Bank, Trust
+from memory import K, TAU, TRUST_FEATURES, Bank, Trust
 from utils import IMAGE_EXTENSIONS, prior_from_weights
 
 STRENGTHS = np.array([0.0, 0.15, 0.3, 0.45, 0.6, 0.8])
@@ -113,8 +113,8 @@ def main(argv=None) -> int:
     ap.add_argument("--fit", type=int, default=400)
     ap.add_argument("--val", type=int, default=150, help="val/general photos scored (evenly spaced)")
     ap.add_argument("--holdout", type=int, default=300, help="held-out landscapes scored (evenly spaced)")
-    ap.add_argument("--k", type=int, default=5)
-    ap.add_argument("--tau", type=float, default=0.05)
+    ap.add_argument("--k", type=int, default=K)
+    ap.add_argument("--tau", type=float, default=TAU)
     ap.add_argument("--out", default=os.path.join("experiments", "results", "memory"))
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
