@@ -304,7 +304,8 @@ window.addEventListener("keydown", (ev) => {
   try {
     const s = await (await api("/api/state")).json();
     view.W = s.width; view.H = s.height;
-    $("name").textContent = `${s.name} (${s.width}×${s.height}) → ${s.output}`;
+    $("name").textContent = `${s.name} (${s.width}×${s.height})`;
+    $("save").title = `writes ${s.output} and ${s.hints_output} (Ctrl+S)`;
     hints = s.hints;
     layout();
     panel(false);
