@@ -131,9 +131,12 @@ function removeSelected() {
 
 // ---- drawing ---------------------------------------------------------------------------------------
 function layout() {
-  const vp = $("viewport");
-  if (view.fit) view.scale = Math.min((vp.clientWidth - 8) / view.W, (vp.clientHeight - 8) / view.H, 4);
-  const stage = $("stage");
+  const vp = $("viewport"), stage = $("stage");
+  if (view.fit) {                                      // measured without the scroll bars of a zoomed view
+    stage.style.width = stage.style.height = "0px";
+    $("points").textContent = "";                      // (its points would still overflow)
+    view.scale = Math.min((vp.clientWidth - 8) / view.W, (vp.clientHeight - 8) / view.H, 4);
+  }
   stage.style.width = `${Math.round(view.W * view.scale)}px`;
   stage.style.height = `${Math.round(view.H * view.scale)}px`;
   $("zoom-level").textContent = `${Math.round(view.scale * 100)}%`;

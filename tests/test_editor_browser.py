@@ -47,37 +47,50 @@ def browser(tmp_path):
     driver.quit()
 
 
-def test_click_pick_the_first_suggestion_preview_and_save(browser, repo, tmp_path):
+@pytest.fixture(scope="module")
+def shipped():
+    return Colorizer.from_checkpoint(DEFAULT_MODEL)
+
+
+@pytest.fixture
+def editing(shipped, repo, tmp_path):
+    """An EditorServer on the project's sample photo, saving into tmp_path: (server, session, source)."""
+    src = repo / "data" / "sample_grey.jpg"
+    session = EditorSession.open(shipped, str(src), str(tmp_path / "Coloured_sample_grey.png"))
+    server = EditorServer(session, 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server, session, src
+    server.shutdown()
+    server.server_close()
+
+
+def offset(stage, session, x, y):
+    """Selenium's offset from the stage's centre of the photo's pixel (x, y)."""
+    box = stage.rect
+    scale = box["width"] / session.width
+    return (x + 0.5) * scale - box["width"] / 2, (y + 0.5) * scale - box["height"] / 2
+
+
+def test_click_pick_the_first_suggestion_preview_and_save(browser, editing, shipped, tmp_path):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    colorizer = Colorizer.from_checkpoint(DEFAULT_MODEL)
-    src = repo / "data" / "sample_grey.jpg"
-    session = EditorSession.open(colorizer, str(src), str(tmp_path / "Coloured_sample_grey.png"))
-    server = EditorServer(session, 0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server, session, src = editing
     wait = WebDriverWait(browser, 60)
-    try:
-        browser.get(server.url)
-        preview = browser.find_element(By.ID, "preview")
-        wait.until(lambda _: preview.get_attribute("data-hints") == "[]")      # the automatic colours shown
-        stage = browser.find_element(By.ID, "stage")
-        box = stage.rect
-        scale = box["width"] / session.width
-        ActionChains(browser).move_to_element_with_offset(
-            stage, (X + 0.5) * scale - box["width"] / 2, (Y + 0.5) * scale - box["height"] / 2).click().perform()
-        swatches = wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#suggestions .swatch"))
-        colour = swatches[0].get_attribute("data-color")
-        swatches[0].click()
-        wait.until(lambda _: f'"color":"{colour}"' in (preview.get_attribute("data-hints") or ""))
-        browser.save_screenshot(os.environ.get("EDITOR_SCREENSHOT") or str(tmp_path / "editor.png"))
-        browser.find_element(By.ID, "save").click()
-        status = browser.find_element(By.ID, "status")
-        wait.until(lambda _: status.get_attribute("data-saved"))
-    finally:
-        server.shutdown()
-        server.server_close()
+    browser.get(server.url)
+    preview = browser.find_element(By.ID, "preview")
+    wait.until(lambda _: preview.get_attribute("data-hints") == "[]")      # the automatic colours shown
+    stage = browser.find_element(By.ID, "stage")
+    ActionChains(browser).move_to_element_with_offset(stage, *offset(stage, session, X, Y)).click().perform()
+    swatches = wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#suggestions .swatch"))
+    colour = swatches[0].get_attribute("data-color")
+    swatches[0].click()
+    wait.until(lambda _: f'"color":"{colour}"' in (preview.get_attribute("data-hints") or ""))
+    browser.save_screenshot(os.environ.get("EDITOR_SCREENSHOT") or str(tmp_path / "editor.png"))
+    browser.find_element(By.ID, "save").click()
+    status = browser.find_element(By.ID, "status")
+    wait.until(lambda _: status.get_attribute("data-saved"))
 
     hints = json.loads((tmp_path / "Coloured_sample_grey.hints.json").read_text())
     assert len(hints) == 1 and hints[0]["color"] == colour
@@ -85,10 +98,65 @@ def test_click_pick_the_first_suggestion_preview_and_save(browser, repo, tmp_pat
     assert abs(x - X) <= 2 and abs(y - Y) <= 2
     with Image.open(src) as im:
         grey = np.asarray(im.convert("L"), dtype=np.int16)
-        auto = np.asarray(colorizer.colorize(im))
+        auto = np.asarray(shipped.colorize(im))
     saved = Image.open(tmp_path / "Coloured_sample_grey.png")
     want = rgb_to_lab(torch.tensor(parse_colour(colour), dtype=torch.float32)[:, None, None] / 255)[1:, 0, 0].numpy()
     before = np.linalg.norm(chroma(auto, x, y) - want)
     after = np.linalg.norm(chroma(np.asarray(saved.convert("RGB")), x, y) - want)
     assert after < 0.6 * before, (before, after)
     assert np.abs(np.asarray(saved.convert("L"), dtype=np.int16) - grey).max() <= 1
+
+
+def test_drag_undo_redo_remove_views_and_zoom(browser, editing):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    server, session, _ = editing
+    wait = WebDriverWait(browser, 60)
+    browser.get(server.url)
+    preview = browser.find_element(By.ID, "preview")
+    stage = browser.find_element(By.ID, "stage")
+
+    def shown():  # the hints of the edited preview on screen, as (x, y)
+        return [(h["x"], h["y"]) for h in json.loads(preview.get_attribute("data-hints") or "null") or []]
+
+    def wait_shown(want):
+        wait.until(lambda _: preview.get_attribute("data-mode") == "edited" and len(shown()) == len(want)
+                   and all(abs(a - c) <= 2 and abs(b - d) <= 2 for (a, b), (c, d) in zip(shown(), want)))
+
+    def keys(*k):
+        ActionChains(browser).send_keys(*k).perform()
+
+    def ctrl(key):
+        ActionChains(browser).key_down(Keys.CONTROL).send_keys(key).key_up(Keys.CONTROL).perform()
+
+    wait.until(lambda _: preview.get_attribute("data-hints") == "[]")
+    for x, y in [(100, 100), (300, 200)]:
+        ActionChains(browser).move_to_element_with_offset(stage, *offset(stage, session, x, y)).click().perform()
+    wait_shown([(100, 100), (300, 200)])
+    points = browser.find_elements(By.CSS_SELECTOR, "#points .point")
+    scale = stage.rect["width"] / session.width
+    ActionChains(browser).click_and_hold(points[1]).move_by_offset(50 * scale, 30 * scale).move_by_offset(
+        50 * scale, 20 * scale).release().perform()                                       # drag (300, 200) by (100, 50)
+    wait_shown([(100, 100), (400, 250)])
+    ctrl("z")
+    wait_shown([(100, 100), (300, 200)])
+    ctrl("y")
+    wait_shown([(100, 100), (400, 250)])
+    ActionChains(browser).context_click(browser.find_elements(By.CSS_SELECTOR, "#points .point")[0]).perform()
+    wait_shown([(400, 250)])                                                               # right-click removes
+    ActionChains(browser).click(browser.find_element(By.CSS_SELECTOR, "#points .point")).perform()
+    keys(Keys.DELETE)
+    wait_shown([])                                                                         # Delete removes
+    ctrl("z")
+    wait_shown([(400, 250)])
+    for key, mode in [("1", "grey"), ("2", "auto"), ("3", "edited")]:
+        keys(key)
+        wait.until(lambda _: preview.get_attribute("data-mode") == mode)
+    fit = stage.rect["width"]
+    browser.find_element(By.ID, "zoom-in").click()
+    assert abs(stage.rect["width"] - 1.25 * fit) <= 2
+    keys("0")
+    assert abs(stage.rect["width"] - fit) <= 2
