@@ -99,6 +99,14 @@ def _positive(kind: type, zero: bool = False) -> Callable[[str], int | float]:
     return parse
 
 
+def _port(v: str) -> int:
+    """--port: 0 (a free port) to 65535."""
+    port = int(v)
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number from 0 to 65535, got {v!r}")
+    return port
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("-image", "--image", nargs="+", required=True, help="image files and/or folders (searched recursively)")
@@ -136,7 +144,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--crf", type=int, help="films: H.264 quality, 0 (lossless) to 51; default 18 (VP9 for .webm: 31)")
     p.add_argument("--edit", action="store_true", help="open the photo in the colour editor, a page in the browser "
                    "(docs/editor.md): click points, pick colours, save; starts from --hint/--hints if given")
-    p.add_argument("--port", type=_positive(int, zero=True), default=0, help="--edit: the local port (default: a free one)")
+    p.add_argument("--port", type=_port, default=0, help="--edit: the local port (default: a free one)")
     p.add_argument("--no-browser", dest="browser", action="store_false", help="--edit: only print the address")
     return p.parse_args(argv)
 

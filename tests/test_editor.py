@@ -275,3 +275,20 @@ def test_cli_edit_refusals_are_one_line(grey_path, tmp_path, run_cli, extra, say
 def test_cli_edit_refuses_a_folder(grey_path, run_cli):
     r = run_cli("predict_color.py", "-image", grey_path.parent, "--edit", "--no-browser")
     assert r.returncode == 2 and "--edit opens one photo" in r.stderr
+
+
+def test_cli_edit_on_a_port_in_use_is_one_line(grey_path, tmp_path, run_cli, capsys):
+    import socket
+
+    import predict_color
+    with pytest.raises(SystemExit):
+        predict_color.parse_args(["-image", "x.jpg", "--edit", "--port", "70000"])
+    assert "from 0 to 65535" in capsys.readouterr().err
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = run_cli("predict_color.py", "-image", grey_path, "--edit", "--no-browser", "--port", port,
+                    "-output", tmp_path / "o.png")
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert r.returncode == 2 and len(lines) == 1 and f"--port {port}: cannot listen" in lines[0], r.stderr
