@@ -12,15 +12,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 import editor
 from colorizer import DEFAULT_MODEL, Colorizer
 from editor import ColourField, EditorSession, colour_field, top_colours
 from editor_server import MAX_BODY, EditorServer
-from hints import Hint, load_hints
-from image_io import read_grey
+from hints import Hint, load_hints, parse_colour
 from model import ModelConfig, build_model
 from utils import save_checkpoint
 
@@ -213,25 +211,26 @@ def test_every_refusal_is_one_line_and_the_server_stays_up(server):
 
 
 def test_concurrent_requests_get_their_own_answers(server, session):
+    colours = ["red", "blue", "green", "orange"]
+
+    def hints(i):
+        return [{"x": 10 + 15 * i, "y": 20 + 10 * i, "color": colours[i % 4]}]
+
     def colorize(i):
-        hints = [{"x": 10 + 15 * i, "y": 20 + 10 * i, "color": ["red", "blue", "green", "orange"][i % 4]}]
-        return i, call(server, "POST", "/api/colorize", {"hints": hints})
+        return call(server, "POST", "/api/colorize", {"hints": hints(i)})
 
     def suggest(i):
-        return i, call(server, "GET", f"/api/suggest?x={10 * i}&y={5 * i}")
+        return call(server, "GET", f"/api/suggest?x={10 * i}&y={5 * i}")
 
-    with ThreadPoolExecutor(8) as pool:
-        jobs = [pool.submit(colorize, i) for i in range(8)] + [pool.submit(suggest, i) for i in range(8)]
-        answers = [j.result() for j in jobs]
-    for n, (i, (status, _, data)) in enumerate(answers):
-        assert status == 200
-        if n < 8:
-            colour = ["red", "blue", "green", "orange"][i % 4]
-            want = session.preview([Hint(10 + 15 * i, 20 + 10 * i, {"red": (255, 0, 0), "blue": (0, 0, 255),
-                                                                     "green": (0, 128, 0), "orange": (255, 165, 0)}[colour])])
-            assert np.array_equal(png(data), want)
-        else:
-            assert json.loads(data)["colors"] == session.suggest(10 * i, 5 * i)
+    with ThreadPoolExecutor(8) as pool:  # 16 requests at once, previews and suggestions mixed
+        previews = [pool.submit(colorize, i) for i in range(8)]
+        suggestions = [pool.submit(suggest, i) for i in range(8)]
+        previews, suggestions = [f.result() for f in previews], [f.result() for f in suggestions]
+    for i, (status, _, data) in enumerate(previews):
+        want = session.preview([Hint(h["x"], h["y"], parse_colour(h["color"])) for h in hints(i)])
+        assert status == 200 and np.array_equal(png(data), want)
+    for i, (status, _, data) in enumerate(suggestions):
+        assert status == 200 and json.loads(data)["colors"] == session.suggest(10 * i, 5 * i)
 
 
 # ---------------------------------------------------------------------------------------------------
