@@ -74,11 +74,17 @@ def load_hints(path: str) -> list[Hint]:
         raise HintError(f"{path}: cannot read hints ({e.strerror or e})") from None
     except (ValueError, UnicodeDecodeError) as e:
         raise HintError(f"{path}: not a JSON file ({str(e).splitlines()[0][:100]})") from None
+    return hints_from_json(items, path)
+
+
+def hints_from_json(items: object, source: str) -> list[Hint]:
+    """Parsed JSON, a list of {"x", "y", "color", "radius": optional} objects -> hints; HintError naming
+    source (a file, a request) and the hint's number for anything else."""
     if not isinstance(items, list):
-        raise HintError(f"{path}: expected a JSON list of {{\"x\", \"y\", \"color\"}} objects")
+        raise HintError(f"{source}: expected a JSON list of {{\"x\", \"y\", \"color\"}} objects")
     hints = []
     for i, item in enumerate(items):
-        where = f"{path}: hint {i + 1}"
+        where = f"{source}: hint {i + 1}"
         if not isinstance(item, dict) or not {"x", "y", "color"} <= item.keys():
             raise HintError(f"{where}: expected an object with x, y and color")
         coords = [item["x"], item["y"]] + ([item["radius"]] if item.get("radius") is not None else [])
@@ -95,6 +101,17 @@ def load_hints(path: str) -> list[Hint]:
             raise HintError(f"{where}: {e}") from None
         hints.append(Hint(float(item["x"]), float(item["y"]), rgb, radius))
     return hints
+
+
+def hints_to_json(hints: list[Hint]) -> list[dict]:
+    """Hints -> the JSON list that load_hints reads back as the same hints (colours as #rrggbb)."""
+    out = []
+    for h in hints:
+        item = {"x": h.x, "y": h.y, "color": "#{:02x}{:02x}{:02x}".format(*h.rgb)}
+        if h.radius is not None:
+            item["radius"] = h.radius
+        out.append(item)
+    return out
 
 
 def check_inside(hints: list[Hint], width: int, height: int, name: str = "the image") -> None:

@@ -99,6 +99,14 @@ def _positive(kind: type, zero: bool = False) -> Callable[[str], int | float]:
     return parse
 
 
+def _port(v: str) -> int:
+    """--port: 0 (a free port) to 65535."""
+    port = int(v)
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number from 0 to 65535, got {v!r}")
+    return port
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("-image", "--image", nargs="+", required=True, help="image files and/or folders (searched recursively)")
@@ -134,6 +142,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-stabilize", dest="stabilize", action="store_false",
                    help="films: colorize each frame on its own (no temporal smoothing; it flickers)")
     p.add_argument("--crf", type=int, help="films: H.264 quality, 0 (lossless) to 51; default 18 (VP9 for .webm: 31)")
+    p.add_argument("--edit", action="store_true", help="open the photo in the colour editor, a page in the browser "
+                   "(docs/editor.md): click points, pick colours, save; starts from --hint/--hints if given")
+    p.add_argument("--port", type=_port, default=0, help="--edit: the local port (default: a free one)")
+    p.add_argument("--no-browser", dest="browser", action="store_false", help="--edit: only print the address")
     return p.parse_args(argv)
 
 
@@ -207,7 +219,9 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)
     try:
         # A signal mid-write (Ctrl-C, `timeout`, a scheduler) removes the half-written temporary files.
-        with remove_temporaries_on_signals("interrupted ({signal})"):
+        # The editor stops on Ctrl-C itself, after the request in progress (a save) has finished.
+        signals = ("SIGTERM", "SIGHUP") if args.edit else ("SIGINT", "SIGTERM", "SIGHUP")
+        with remove_temporaries_on_signals("interrupted ({signal})", signals):
             return _run(args, workers=args.threads or len(os.sched_getaffinity(0)))
     finally:
         Image.MAX_IMAGE_PIXELS = pil_limit
@@ -263,6 +277,29 @@ def _hints(args: argparse.Namespace, colorizer: Colorizer, many: bool) -> list[H
     return hints
 
 
+def _edit(colorizer: Colorizer, inputs: list[tuple[str, str]], many: bool, hints: list[Hint],
+          args: argparse.Namespace, workers: int) -> int:
+    """--edit: the colour editor (editor_server) on the one input photo, until Ctrl-C."""
+    if many or args.video or is_video(inputs[0][0]):
+        print("error: --edit opens one photo (not a folder, several images or a film)", file=sys.stderr)
+        return 2
+    (src, dst, error), = _plan(inputs, args, many=False)
+    from editor import EditorSession  # the editor's modules load only for --edit
+    from editor_server import serve
+    try:
+        if error:
+            raise InputError(error)
+        output_format(dst)
+        session = EditorSession.open(colorizer, src, dst, hints, args.max_pixels or None, workers=workers)
+        return serve(session, args.port, open_browser=args.browser)
+    except (InputError, HintError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # the port is taken, or cannot be listened on
+        print(f"error: --port {args.port}: cannot listen on 127.0.0.1 ({e.strerror or e})", file=sys.stderr)
+        return 2
+
+
 def _run(args: argparse.Namespace, workers: int) -> int:
     try:
         colorizer = _load_colorizer(args)
@@ -276,6 +313,8 @@ def _run(args: argparse.Namespace, workers: int) -> int:
     except HintError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.edit:
+        return _edit(colorizer, inputs, many, hints, args, workers)
     if many and args.output and os.path.isfile(args.output):
         print(f"error: {args.output}: is a file, but several inputs need an output folder", file=sys.stderr)
         return 2

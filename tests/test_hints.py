@@ -48,6 +48,13 @@ def test_hints_file(tmp_path):
     assert H.load_hints(str(f)) == [H.Hint(1, 2, RED), H.Hint(3.5, 4, (255, 0, 0), 6)]
 
 
+def test_hints_to_json_is_what_load_hints_reads_back(tmp_path):
+    hints = [H.Hint(1, 2.5, RED), H.Hint(3, 4, (0, 0, 255), 6.0)]
+    f = tmp_path / "h.json"
+    f.write_text(json.dumps(H.hints_to_json(hints)))
+    assert H.load_hints(str(f)) == hints and H.hints_from_json(H.hints_to_json(hints), "x") == hints
+
+
 @pytest.mark.parametrize("content, says", [
     (None, "cannot read"),
     ("{not json", "not a JSON file"),
