@@ -59,9 +59,9 @@ def reuse_outputs(model: torch.nn.Module) -> dict:
     once per size. For regression heads only: their 2 or 4 channels at half the input size are a few hundred
     kB a photo, where a classification head's 223 would not fit in memory for hundreds of photos.
     Returns the cache (for the tests)."""
-    cache, forward = {}, model.forward
+    cache, forward = {}, model.forward_features  # forward() and the InferenceGraph both go through it
 
-    def cached(l_norm: torch.Tensor, hints: torch.Tensor | None = None) -> torch.Tensor:
+    def cached(l_norm: torch.Tensor, hints: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         if hints is not None:
             return forward(l_norm, hints)
         key = (tuple(l_norm.shape), hashlib.sha1(l_norm.detach().cpu().numpy().tobytes()).hexdigest())
@@ -69,7 +69,7 @@ def reuse_outputs(model: torch.nn.Module) -> dict:
             cache[key] = forward(l_norm)
         return cache[key]
 
-    model.forward = cached
+    model.forward_features = cached
     return cache
 
 
