@@ -80,16 +80,31 @@ def lab_to_rgb(L: np.ndarray, ab: np.ndarray) -> np.ndarray:
 def match_luma(rgb: np.ndarray, luma: np.ndarray, tol: float = 0.0) -> np.ndarray:
     """The nearest colour (Euclidean in sRGB) to each pixel of rgb (3, H, W) in [0, 1] whose 601 luma is
     within tol of luma (H, W): the result converted to grey is the input. In place; utils.match_luma
-    explains the three exact passes."""
-    w = LUMA[:, None, None]
-    for _ in range(3):
-        y = np.tensordot(LUMA, rgb, 1)
-        excess = y - np.clip(y, luma - tol, luma + tol)
-        free = np.where(excess > 0, rgb > 0, rgb < 1)
-        step = excess / np.maximum(np.tensordot(LUMA * LUMA, free, 1), 1e-12)
-        rgb -= step * w * free
-        np.clip(rgb, 0, 1, out=rgb)
+    explains the three exact passes. A pixel none of whose channels met a bound is exact after the first
+    pass, so the other two run only on the few pixels that still miss (saturated colours)."""
+    flat, target = rgb.reshape(3, -1), luma.reshape(-1)
+    missed = _luma_pass(flat, target, tol)
+    for _ in range(2):
+        idx = np.flatnonzero(missed)
+        if not len(idx):
+            break
+        sub = flat[:, idx]
+        missed = np.zeros(len(target), bool)
+        missed[idx] = _luma_pass(sub, target[idx], tol)
+        flat[:, idx] = sub
     return rgb
+
+
+def _luma_pass(rgb: np.ndarray, luma: np.ndarray, tol: float) -> np.ndarray:
+    """One pass of match_luma over rgb (3, N) in place; returns where a channel met a bound (N,)."""
+    y = LUMA @ rgb
+    excess = y - np.clip(y, luma - tol, luma + tol)
+    free = np.where(excess > 0, rgb > 0, rgb < 1)
+    step = excess / np.maximum((LUMA * LUMA) @ free, 1e-12)
+    rgb -= step * LUMA[:, None] * free
+    clipped = (rgb < 0) | (rgb > 1)
+    np.clip(rgb, 0, 1, out=rgb)
+    return clipped.any(0)
 
 
 def _taps(n_out: int, n_in: int, start: int = 0, stop: int | None = None
