@@ -182,8 +182,8 @@ class _ColorNet(nn.Module):
             logits = logits + bias.to(logits)[:, :, None, None]
         return torch.softmax(logits / settings.temperature, dim=1)
 
-    def decode(self, out: torch.Tensor, settings: Decode = Decode(), bias: torch.Tensor | None = None
-               ) -> torch.Tensor:
+    def decode(self, out: torch.Tensor, settings: Decode = Decode(), bias: torch.Tensor | None = None,
+               probs: torch.Tensor | None = None) -> torch.Tensor:
         """Head output -> normalised ab at the head's resolution, with the knobs of `settings`.
 
         Classification: the annealed mean (Zhang et al. 2016) of softmax((logits - c log w) / T), where
@@ -205,6 +205,7 @@ class _ColorNet(nn.Module):
 
         bias (B, Q), classification only: a per-image colour prior added to the calibrated logits before the
         temperature, e.g. s (log h - log p) to trade the training prior p for a histogram h (colour_prior.py).
+        probs: class_probs(out, settings, bias), if the caller has it already (InferenceGraph).
         """
         if bias is not None and self.cfg.head != "classification":
             raise ValueError("a colour prior (bias) needs a classification head")
@@ -220,7 +221,7 @@ class _ColorNet(nn.Module):
         elif self.cfg.head == "regression":
             ab = out.float()
         else:
-            p = self.class_probs(out, settings, bias)
+            p = self.class_probs(out, settings, bias) if probs is None else probs
             ab = self.cfg.norm.ab(torch.einsum("bqhw,qc->bchw", p, self.bins))
         if settings.evenness:
             r = colour_spread(ab).clamp_min(1e-6).sqrt()
@@ -382,11 +383,16 @@ class InferenceGraph(nn.Module):
     def forward(self, l: torch.Tensor, bias: torch.Tensor | None = None, hints: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, ...]:
         out, deepest = self.model.forward_features(l, hints)
-        ab = self.model.cfg.norm.ab_inv(self.model.decode(out, self.settings, bias))
+        probs = None
+        if self.classification:
+            probs = self.model.class_probs(out, self.settings, bias)
+        if isinstance(self.model, ColorEnsemble):  # each member decodes its own distribution
+            ab = self.model.decode(out, self.settings, bias)
+        else:
+            ab = self.model.decode(out, self.settings, bias, probs)
+        ab = self.model.cfg.norm.ab_inv(ab)
         deepest = deepest.float()
         embedding = torch.cat([deepest.mean((-2, -1)), deepest.std((-2, -1), unbiased=False)], -1)
         if embedding.dim() == 3:  # an ensemble's (M, B, 2C)
             embedding = embedding.mean(0)
-        if not self.classification:
-            return ab, embedding
-        return ab, embedding, self.model.class_probs(out, self.settings, bias)
+        return (ab, embedding) if probs is None else (ab, embedding, probs)
