@@ -17,7 +17,9 @@ the output. Reading and writing files is image_io's job; the command line is pre
 from __future__ import annotations
 
 import collections
+import importlib.util
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable, Iterator
 
@@ -40,8 +42,6 @@ STRIP_PIXELS = 2 ** 19  # pixels merged at a time: bounds the float32 working se
 
 def torch_available() -> bool:
     """Whether torch can be imported (without importing it: that alone takes seconds)."""
-    import importlib.util
-    import sys
     if "torch" in sys.modules:
         return sys.modules["torch"] is not None
     return importlib.util.find_spec("torch") is not None

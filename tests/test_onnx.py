@@ -226,3 +226,19 @@ def test_a_torch_checkpoint_without_torch_is_one_line(greys_dir, tmp_path):
     assert r.returncode != 0 and len(lines) == 1, r.stderr
     assert "requirements-train.txt" in lines[0] and "export_model.py" in lines[0]
     assert not (tmp_path / "x.png").exists()
+
+
+def test_the_default_model_is_the_onnx_one_unless_a_decode_flag_needs_torch(tmp_path):
+    import predict_color
+    from colorizer import load_runner
+    from utils import CheckpointError
+    assert predict_color.default_model(predict_color.parse_args(["-image", "x.png"])) == DEFAULT_MODEL
+    with_flag = predict_color.parse_args(["-image", "x.png", "--temperature", "0.4"])
+    assert predict_color.default_model(with_flag) == DEFAULT_TORCH_MODEL  # torch is installed here
+    with pytest.raises(CheckpointError, match="--temperature needs a torch checkpoint"):
+        load_runner(str(DEFAULT_MODEL), temperature=0.4)
+    with pytest.raises(CheckpointError, match="runs on the CPU"):
+        load_runner(str(DEFAULT_MODEL), device="cuda")
+    (tmp_path / "bad.onnx").write_bytes(b"not a model")
+    with pytest.raises(CheckpointError, match="bad.onnx: not a readable ONNX model"):
+        load_runner(str(tmp_path / "bad.onnx"))
