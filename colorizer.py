@@ -30,7 +30,7 @@ from decoding import Decode
 from files import CheckpointError
 from hints import PROPAGATION, Hint, HintError, hint_map, propagate_hints
 from image_io import grey_and_alpha
-from lab import PEAKS, lab_to_rgb, levels, levels_to_l, match_luma, upsample_rows
+from lab import PEAKS, blend_rows, lab_to_rgb, levels, levels_to_l, match_luma, upsample_cols, upsample_rows
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # The shipped model, twice: ONNX (onnxruntime, no torch; the default) and the torch checkpoint it was
@@ -100,7 +100,9 @@ class Runner:
     def takes_hints(self) -> bool:
         return bool(self.model_config.get("hints"))
 
-    def run(self, l: np.ndarray, hints: np.ndarray | None = None, bias: np.ndarray | None = None) -> dict:
+    def run(self, l: np.ndarray, hints: np.ndarray | None = None, bias: np.ndarray | None = None,
+            outputs: tuple[str, ...] | None = None) -> dict:
+        """outputs: the names wanted (None: all); a runner may return only those."""
         raise NotImplementedError
 
 
@@ -192,13 +194,15 @@ class Colorizer:
         s = min(self.size / min(width, height), 4 * self.size / max(width, height))
         return max(1, round(width * s)), max(1, round(height * s))
 
-    def run(self, l_small: np.ndarray, hints: np.ndarray | None = None, bias: np.ndarray | None = None) -> dict:
+    def run(self, l_small: np.ndarray, hints: np.ndarray | None = None, bias: np.ndarray | None = None,
+            outputs: tuple[str, ...] | None = None) -> dict:
         """The network on L (1, 1, h, w) in [0, 100] at its size: the runner's dict ("ab", "embedding",
-        "probs"; see Runner). hints: the (1, 3, h, w) hint map; bias: (Q,) colour prior or None."""
+        "probs"; see Runner). hints: the (1, 3, h, w) hint map; bias: (Q,) colour prior or None;
+        outputs: the names wanted (None: all; a runner may skip copying the others)."""
         l_norm = (np.asarray(l_small, dtype=np.float32) - np.float32(self.l_center)) / np.float32(self.l_scale)
         if bias is not None:
             bias = np.asarray(bias, dtype=np.float32).reshape(1, -1)
-        return self.runner.run(l_norm, hints, bias)
+        return self.runner.run(l_norm, hints, bias, outputs)
 
     def predict_ab(self, grey: np.ndarray, hints: list[Hint] | None = None, bias: np.ndarray | None = None
                    ) -> np.ndarray:
@@ -213,16 +217,16 @@ class Colorizer:
                 raise HintError("this model was trained without a hint input and hint propagation is off")
             hint_input = hint_map(hints, (w, h), (nw, nh), self.ab_scale)
         l_small = levels_to_l(_downscale(grey, (nw, nh)))[None, None]
-        out = self.run(l_small, hint_input if self.takes_hints else None, bias)
+        out = self.run(l_small, hint_input if self.takes_hints else None, bias, outputs=("ab",))
         ab = upsample_rows(out["ab"][0], 0, nh, nh, nw)[None]
         if hint_input is not None and self.propagation:
             ab = propagate_hints(ab, l_small, hint_input, self.ab_scale, *self.propagation)
         return ab
 
-    def _merge_rows(self, grey: np.ndarray, ab: np.ndarray, y0: int, y1: int) -> np.ndarray:
-        """Rows y0:y1 of the result: the original L with the upsampled ab -> RGB (y1 - y0, W, 3) uint8."""
-        h, w = grey.shape
-        rgb = lab_to_rgb(levels_to_l(grey[y0:y1]), upsample_rows(ab, y0, y1, h, w))
+    def _merge_rows(self, grey: np.ndarray, wide: np.ndarray, y0: int, y1: int) -> np.ndarray:
+        """Rows y0:y1 of the result: the original L with the upsampled ab -> RGB (y1 - y0, W, 3) uint8.
+        wide: ab (2, h, W) already upsampled to the full width (lab.upsample_cols)."""
+        rgb = lab_to_rgb(levels_to_l(grey[y0:y1]), blend_rows(wide, y0, y1, grey.shape[0]))
         luma, tol = levels(grey[y0:y1])
         rgb = match_luma(rgb, luma, tol)
         return np.rint(rgb * 255).astype(np.uint8).transpose(1, 2, 0).copy()
@@ -230,10 +234,10 @@ class Colorizer:
     def _strips(self, grey: np.ndarray, ab: np.ndarray, workers: int) -> Iterator[tuple[int, np.ndarray]]:
         """(y0, RGB rows from y0) covering the image: ab (1, 2, h, w) merged with grey on `workers` threads."""
         h, w = grey.shape
-        ab = np.asarray(ab, dtype=np.float32)[0]
+        wide = upsample_cols(ab[0], w)  # (2, h_net, W): a few MB even for a 12000-pixel-wide photo
         rows = max(1, STRIP_PIXELS // w)
         starts = range(0, h, rows)
-        merged = ordered_map(lambda y0: self._merge_rows(grey, ab, y0, min(h, y0 + rows)), starts, workers)
+        merged = ordered_map(lambda y0: self._merge_rows(grey, wide, y0, min(h, y0 + rows)), starts, workers)
         return zip(starts, merged)
 
     def colorize_grey(self, grey: np.ndarray, workers: int = 1, hints: list[Hint] | None = None,

@@ -117,11 +117,22 @@ def _taps(n_out: int, n_in: int, start: int = 0, stop: int | None = None
     return lo, np.minimum(lo + 1, n_in - 1), (pos - lo).astype(np.float32)
 
 
+def upsample_cols(ab: np.ndarray, width: int) -> np.ndarray:
+    """Bilinear upsampling (align_corners=False) of ab (C, h, w) along its rows to (C, h, width) float32:
+    the first half of upsample_rows, done once per image when its rows are merged in strips."""
+    lo, hi, wx = _taps(width, ab.shape[2])
+    ab = np.asarray(ab, dtype=np.float32)
+    return ab[:, :, lo] + (ab[:, :, hi] - ab[:, :, lo]) * wx
+
+
+def blend_rows(wide: np.ndarray, y0: int, y1: int, height: int) -> np.ndarray:
+    """The second half: rows y0:y1 of wide (C, h, W), upsampled bilinearly to `height` rows."""
+    lo, hi, wy = _taps(height, wide.shape[1], y0, y1)
+    return wide[:, lo] + (wide[:, hi] - wide[:, lo]) * wy[:, None]
+
+
 def upsample_rows(ab: np.ndarray, y0: int, y1: int, height: int, width: int) -> np.ndarray:
     """Bilinear upsampling (align_corners=False) of ab (C, h, w) to rows y0:y1 of a (height, width) image:
-    (C, y1 - y0, width) float32. Also the resize to the network's size (rows 0:height)."""
-    ylo, yhi, wy = _taps(height, ab.shape[1], y0, y1)
-    xlo, xhi, wx = _taps(width, ab.shape[2])
-    ab = np.asarray(ab, dtype=np.float32)
-    rows = ab[:, ylo] + (ab[:, yhi] - ab[:, ylo]) * wy[:, None]
-    return rows[:, :, xlo] + (rows[:, :, xhi] - rows[:, :, xlo]) * wx
+    (C, y1 - y0, width) float32, as torch's interpolate and grid_sample (padding_mode="border"). Also the
+    resize to the network's size (rows 0:height)."""
+    return blend_rows(upsample_cols(ab, width), y0, y1, height)

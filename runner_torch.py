@@ -96,11 +96,12 @@ class TorchRunner(Runner):
         return TorchRunner(self.model, decode, self.device, self.size, self.propagation, self.prior)
 
     @torch.inference_mode()
-    def run(self, l: np.ndarray, hints: np.ndarray | None = None, bias: np.ndarray | None = None) -> dict:
+    def run(self, l: np.ndarray, hints: np.ndarray | None = None, bias: np.ndarray | None = None,
+            outputs: tuple[str, ...] | None = None) -> dict:
         def tensor(a):
             return None if a is None else torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(self.device)
         if bias is not None and self.bins is None:
             raise ValueError("a colour prior (bias) needs a classification head")
         outs = self.graph(tensor(l), tensor(bias), tensor(hints) if self.takes_hints else None)
         names = ("ab", "embedding", "probs")
-        return {k: v.float().cpu().numpy() for k, v in zip(names, outs)}
+        return {k: v.float().cpu().numpy() for k, v in zip(names, outs) if outputs is None or k in outputs}
