@@ -132,8 +132,9 @@ def load_runner(path: str, device: str = "cpu", **decode: float | None) -> Runne
                               "or export it to ONNX with export_model.py and pass the .onnx file")
     from runner_torch import TorchRunner
     runner = TorchRunner.from_checkpoint(path, device)
-    return runner.with_decode(runner.decode.override(**decode)) if any(v is not None for v in decode.values()) \
-        else runner
+    if any(v is not None for v in decode.values()):
+        runner = runner.with_decode(runner.decode.override(**decode))
+    return runner
 
 
 class Colorizer:
