@@ -184,11 +184,11 @@ def main(argv=None) -> int:
 
     import torch
     from dataset import DataError, find_images
-    from colorizer import DEFAULT_MODEL, Colorizer, decode_overrides
+    from colorizer import DEFAULT_TORCH_MODEL, Colorizer, decode_overrides
     from utils import CheckpointError
     if args.threads:
         torch.set_num_threads(args.threads)
-    models = args.model or [DEFAULT_MODEL]
+    models = args.model or [DEFAULT_TORCH_MODEL]  # the checkpoint the recorded figures were measured with
     labels = labels_for(models)
     try:
         sets = [(d, find_images(d)[: args.limit or None]) for d in args.data]

@@ -1,6 +1,7 @@
 """Turn a training run into a shipped model: pick decode settings on held-out images, store it compactly.
 
 python export_model.py --run runs/shipped --out checkpoints/colorizer.pt [--members runs/shipped/last.pt --int8]
+python export_model.py --onnx checkpoints/colorizer.pt   (only the ONNX export of a shipped checkpoint)
 
 The decode settings of a classification model (annealed-mean temperature T and prior correction c), and of
 any model the centred colour gain, trade vividness for accuracy. They are chosen on the run's own held-out
@@ -11,25 +12,34 @@ originals' on every folder. The grid and its scores are written beside the check
 --members adds more checkpoints of the same network (a snapshot ensemble: the shipped model averages their
 colours). Weights are stored in float16, or with --int8 as int8 with per-channel scales, and the settings are
 chosen with the weights exactly as stored.
+
+Beside the checkpoint goes its ONNX export (colorizer.onnx, opset 17, any input size): the network and its
+decode in one graph (model.InferenceGraph), for runner_onnx.py, with float16 weights cast to float32 on
+load, and in its metadata what colorizing needs without torch (docs/onnx.md).
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import itertools
 import json
 import os
 import sys
 from typing import Sequence
 
+import numpy as np
 import torch
+import torch.nn as nn
 
 from dataset import find_images, split_holdout
 from evaluate import evaluate
-from model import Decode, ModelConfig, build_model
+from model import Decode, InferenceGraph, ModelConfig, build_model
 from colorizer import Colorizer
 from train import ab_prior_entry
-from utils import float_weights, half_precision, int8_weights, load_checkpoint, save_checkpoint
+from utils import float_weights, half_precision, int8_weights, load_checkpoint, save_checkpoint, write_atomic
+
+ONNX_OPSET = 17
 
 
 def held_out_paths(train_config: dict, limit: int) -> list[str]:
@@ -49,9 +59,9 @@ def reuse_outputs(model: torch.nn.Module) -> dict:
     once per size. For regression heads only: their 2 or 4 channels at half the input size are a few hundred
     kB a photo, where a classification head's 223 would not fit in memory for hundreds of photos.
     Returns the cache (for the tests)."""
-    cache, forward = {}, model.forward
+    cache, forward = {}, model.forward_features  # forward() and the InferenceGraph both go through it
 
-    def cached(l_norm: torch.Tensor, hints: torch.Tensor | None = None) -> torch.Tensor:
+    def cached(l_norm: torch.Tensor, hints: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         if hints is not None:
             return forward(l_norm, hints)
         key = (tuple(l_norm.shape), hashlib.sha1(l_norm.detach().cpu().numpy().tobytes()).hexdigest())
@@ -59,7 +69,7 @@ def reuse_outputs(model: torch.nn.Module) -> dict:
             cache[key] = forward(l_norm)
         return cache[key]
 
-    model.forward = cached
+    model.forward_features = cached
     return cache
 
 
@@ -97,9 +107,80 @@ def choose(results: list[dict], min_cf: float | Sequence[float]) -> tuple[dict, 
     return pick, bool(ok)
 
 
+class _Inputs(nn.Module):
+    """InferenceGraph with the positional inputs the exported graph has (l, then bias and hints where the
+    model has them)."""
+
+    def __init__(self, graph: InferenceGraph, names: list[str]):
+        super().__init__()
+        self.graph, self.names = graph, names
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        given = dict(zip(self.names, inputs))
+        return self.graph(given["l"], given.get("bias"), given.get("hints"))
+
+
+def float16_initializers(proto, min_size: int = 16) -> int:
+    """Store the graph's float32 initializers of at least min_size values as float16, each read through a
+    Cast back to float32 (the arithmetic stays float32); a tensor beyond float16's range stays float32.
+    Returns the number converted. In place on an onnx ModelProto."""
+    import onnx
+    from onnx import helper, numpy_helper
+    graph, casts, kept = proto.graph, [], []
+    for init in graph.initializer:
+        value = numpy_helper.to_array(init)
+        half = value.astype(np.float16)
+        if value.dtype != np.float32 or value.size < min_size or not np.isfinite(half).all():
+            kept.append(init)
+            continue
+        kept.append(numpy_helper.from_array(half, init.name + "_fp16"))
+        casts.append(helper.make_node("Cast", [init.name + "_fp16"], [init.name], to=onnx.TensorProto.FLOAT))
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    nodes = casts + list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return len(casts)
+
+
+def export_onnx(runner, path: str, float16: bool = True) -> None:
+    """Write runner's network and decode (a runner_torch.TorchRunner) as ONNX to path (atomically):
+    inputs l (1, 1, h, w), bias (1, Q) for classification heads, hints (1, 3, h, w) for hint models; outputs
+    ab, embedding and (classification) probs (model.InferenceGraph); h and w free. metadata_props: JSON of
+    model_config, decode, size, hint_propagation, bins and prior (what runner_onnx.OnnxRunner reads)."""
+    import onnx
+    classification = runner.bins is not None
+    h, w = runner.size, round(runner.size * 1.5)
+    names = ["l"] + ["bias"] * classification + ["hints"] * runner.takes_hints
+    example = {"l": torch.zeros(1, 1, h, w), "bias": torch.zeros(1, len(runner.bins) if classification else 0),
+               "hints": torch.zeros(1, 3, h, w)}
+    outputs = ["ab", "embedding"] + ["probs"] * classification
+    free = {"l": {2: "h", 3: "w"}, "hints": {2: "h", 3: "w"}, "ab": {2: "h2", 3: "w2"}, "probs": {2: "h2", 3: "w2"}}
+    buf = io.BytesIO()
+    with torch.inference_mode():
+        torch.onnx.export(_Inputs(runner.graph.eval(), names), tuple(example[n] for n in names), buf,
+                          opset_version=ONNX_OPSET, input_names=names, output_names=outputs,
+                          # BatchNorm kept apart from its conv: the weights stored are then exactly the
+                          # checkpoint's float16 values (onnxruntime fuses them on loading, in float32).
+                          training=torch.onnx.TrainingMode.PRESERVE,
+                          dynamic_axes={k: v for k, v in free.items() if k in names + outputs}, dynamo=False)
+    proto = onnx.load_from_string(buf.getvalue())
+    if float16:
+        float16_initializers(proto)
+    meta = {"model_config": runner.model_config, "decode": runner.decode.to_dict(), "size": runner.size,
+            "hint_propagation": runner.propagation,
+            "bins": None if runner.bins is None else runner.bins.tolist(),
+            "prior": None if runner.prior is None else [float(p) for p in runner.prior]}
+    onnx.helper.set_model_props(proto, {k: json.dumps(v) for k, v in meta.items()})
+    onnx.checker.check_model(proto)
+    write_atomic(path, lambda f: f.write(proto.SerializeToString()))
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--run", required=True, help="training run folder (uses best.pt)")
+    p.add_argument("--run", help="training run folder (uses best.pt)")
+    p.add_argument("--onnx", metavar="CKPT", help="only export this shipped checkpoint to ONNX (beside it, .onnx)")
+    p.add_argument("--float32", action="store_true", help="ONNX: store the weights as float32 (default float16)")
     p.add_argument("--checkpoint", default="best.pt", help="which checkpoint of the run")
     p.add_argument("--data", default="", help="the run's training folder, if it is elsewhere now (a packed copy "
                    "with the same file stems, experiments/pack_data.py, holds out the same images)")
@@ -123,6 +204,10 @@ def main(argv=None) -> int:
     p.add_argument("--int8", action="store_true", help="store conv weights as int8 with per-channel scales "
                    "(a quarter of float32; the rest float16. Default: all float16)")
     args = p.parse_args(argv)
+    if args.onnx:
+        return write_onnx(args.onnx, os.path.splitext(args.onnx)[0] + ".onnx", not args.float32)
+    if not args.run:
+        p.error("give --run (a training run to ship) or --onnx (a shipped checkpoint to export)")
     if len(args.min_cf) not in (1, max(1, len(args.select))):
         p.error(f"--min-cf: give one share, or one for each of the {len(args.select)} --select folders")
     min_cf = args.min_cf[0] if len(args.min_cf) == 1 else args.min_cf
@@ -188,6 +273,14 @@ def main(argv=None) -> int:
                    "min_cf": min_cf, "chosen": pick,
                    "grid": results}, f, indent=2)
     print(f"wrote {args.out} ({os.path.getsize(args.out) / 1e6:.1f} MB)")
+    return write_onnx(args.out, os.path.splitext(args.out)[0] + ".onnx", not args.float32)
+
+
+def write_onnx(ckpt: str, path: str, float16: bool = True) -> int:
+    """export_onnx of a shipped checkpoint, with its own decode settings."""
+    from runner_torch import TorchRunner
+    export_onnx(TorchRunner.from_checkpoint(ckpt), path, float16)
+    print(f"wrote {path} ({os.path.getsize(path) / 1e6:.1f} MB)")
     return 0
 
 

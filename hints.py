@@ -17,11 +17,9 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import ImageColor
 
-from utils import rgb_to_lab
+from lab import rgb_to_lab
 
 HINT_CHANNELS = 3  # a, b (normalised, zero where no hint), mask
 # propagate_hints' (sigma_space as a share of the image diagonal, sigma_l in L units): chosen on 30 photos of
@@ -122,20 +120,20 @@ def check_inside(hints: list[Hint], width: int, height: int, name: str = "the im
 
 
 def hint_map(hints: list[Hint], size: tuple[int, int], net_size: tuple[int, int], ab_scale: float
-             ) -> torch.Tensor:
-    """Hints in full-resolution pixels of an image of size (W, H) -> the (1, 3, h, w) hint input for the
-    network's resolution net_size (w, h): each hint fills a square of side 2r + 1 network pixels with its
-    normalised ab. Overlapping squares average their colours."""
+             ) -> np.ndarray:
+    """Hints in full-resolution pixels of an image of size (W, H) -> the (1, 3, h, w) float32 hint input
+    for the network's resolution net_size (w, h): each hint fills a square of side 2r + 1 network pixels
+    with its normalised ab. Overlapping squares average their colours."""
     (width, height), (nw, nh) = size, net_size
     check_inside(hints, width, height)
-    out = torch.zeros(1, HINT_CHANNELS, nh, nw)
+    out = np.zeros((1, HINT_CHANNELS, nh, nw), dtype=np.float32)
     if not hints:
         return out
-    rgb = torch.tensor([h.rgb for h in hints], dtype=torch.float32).T[None, :, :, None] / 255
-    ab = rgb_to_lab(rgb)[0, 1:, :, 0].T / ab_scale                             # (n, 2)
+    rgb = np.array([h.rgb for h in hints], dtype=np.float32).T.astype(np.float64) / 255
+    ab = (rgb_to_lab(rgb)[1:].T / ab_scale).astype(np.float32)                    # (n, 2)
     sx, sy = nw / width, nh / height
-    total = torch.zeros(2, nh, nw)
-    count = torch.zeros(nh, nw)
+    total = np.zeros((2, nh, nw), dtype=np.float32)
+    count = np.zeros((nh, nw), dtype=np.float32)
     for h, c in zip(hints, ab):
         cx, cy = int((h.x + 0.5) * sx), int((h.y + 0.5) * sy)
         r = 1 if h.radius is None else int(round(h.radius * sx))
@@ -143,8 +141,8 @@ def hint_map(hints: list[Hint], size: tuple[int, int], net_size: tuple[int, int]
         total[:, ys, xs] += c[:, None, None]
         count[ys, xs] += 1
     hit = count > 0
-    out[0, :2] = torch.where(hit, total / count.clamp_min(1), 0)
-    out[0, 2] = hit.float()
+    out[0, :2] = np.where(hit, total / np.maximum(count, 1), 0)
+    out[0, 2] = hit
     return out
 
 
@@ -157,6 +155,8 @@ def simulate_hints(ab_n: torch.Tensor, generator: torch.Generator, p_none: float
     least 1, capped at max_points) at uniformly random places, each revealing the mean ab of the square
     patch of random odd side 1 .. max_side around it (as in Zhang et al. 2017). The draws come from the
     CPU generator, so a seed gives the same hints on any device. points: exactly that many per image."""
+    import torch  # training only: colorizing (hint_map, propagate_hints) needs no torch
+    import torch.nn.functional as F
     b, _, h, w = ab_n.shape
     dev = ab_n.device
     if points is not None:
@@ -199,7 +199,10 @@ def simulate_hints(ab_n: torch.Tensor, generator: torch.Generator, p_none: float
 def hint_pyramid_level(hints: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """The hint input (B, 3, H, W) at a coarser feature resolution `size` (h, w), H and W multiples of
     them: per cell the mean hinted ab over its hinted pixels (0 if none) and whether it holds a hint."""
-    k = hints.shape[-2] // size[0], hints.shape[-1] // size[1]
+    import torch  # the network's (model.py); colorizing with the ONNX model needs no torch
+    import torch.nn.functional as F
+    # Python ints: the ratio of a level to the (padded) input is fixed, so an ONNX trace may keep it constant.
+    k = int(hints.shape[-2]) // int(size[0]), int(hints.shape[-1]) // int(size[1])
     if k == (1, 1):
         return hints
     ab_sum = F.avg_pool2d(hints[:, :2] * hints[:, 2:], k)
@@ -223,8 +226,8 @@ def sample_hints(rgb: np.ndarray, n: int, rng: np.random.Generator, net_size: tu
     return out
 
 
-def propagate_hints(ab: torch.Tensor, l: torch.Tensor, hints: torch.Tensor, ab_scale: float,
-                    sigma_space: float, sigma_l: float) -> torch.Tensor:
+def propagate_hints(ab: np.ndarray, l: np.ndarray, hints: np.ndarray, ab_scale: float,
+                    sigma_space: float, sigma_l: float) -> np.ndarray:
     """Spread what the hints correct over the pixels like them (a joint bilateral splat): ab (1, 2, h, w)
     and l (1, 1, h, w) in Lab units at the network's resolution, hints the (1, 3, h, w) hint input.
 
@@ -233,19 +236,18 @@ def propagate_hints(ab: torch.Tensor, l: torch.Tensor, hints: torch.Tensor, ab_s
     - (L(p) - L(p_k))^2 / 2 sigma_l^2): the hinted square itself takes (nearly) the hint's colour, pixels
     of similar lightness nearby most of the correction, and pixels far away or of another lightness keep
     the network's colour. sigma_space is a share of the image's diagonal, sigma_l in L units."""
-    mask = hints[0, 2] > 0
-    if not mask.any():
+    ys, xs = np.nonzero(hints[0, 2] > 0)
+    if not len(ys):
         return ab
     h, w = ab.shape[-2:]
-    ys, xs = mask.nonzero(as_tuple=True)
-    r = hints[0, :2, ys, xs] * ab_scale - ab[0, :, ys, xs]                      # (2, K)
+    r = hints[0, :2, ys, xs].T * np.float32(ab_scale) - ab[0, :, ys, xs].T      # (2, K)
     s = sigma_space * math.hypot(h, w)
-    gy = torch.arange(h, dtype=torch.float32, device=ab.device)
-    gx = torch.arange(w, dtype=torch.float32, device=ab.device)
+    gy, gx = np.arange(h, dtype=np.float32), np.arange(w, dtype=np.float32)
     # Separable spatial weights: (K, h) x (K, w); the lightness term over all pixels: (K, h, w).
-    wy = torch.exp(-(gy[None] - ys[:, None].float()) ** 2 / (2 * s * s))
-    wx = torch.exp(-(gx[None] - xs[:, None].float()) ** 2 / (2 * s * s))
+    wy = np.exp(-(gy[None] - ys[:, None]) ** 2 / np.float32(2 * s * s))
+    wx = np.exp(-(gx[None] - xs[:, None]) ** 2 / np.float32(2 * s * s))
     lk = l[0, 0, ys, xs]
-    wk = wy[:, :, None] * wx[:, None, :] * torch.exp(-(l[0, 0][None] - lk[:, None, None]) ** 2 / (2 * sigma_l ** 2))
-    corr = torch.einsum("ck,khw->chw", r, wk) / (wk.sum(0) + 1)
-    return ab + corr[None]
+    wk = wy[:, :, None] * wx[:, None, :] * np.exp(-(l[0, 0][None] - lk[:, None, None]) ** 2
+                                                   / np.float32(2 * sigma_l ** 2))
+    corr = np.einsum("ck,khw->chw", r, wk) / (wk.sum(0) + 1)
+    return (ab + corr[None]).astype(np.float32)

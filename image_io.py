@@ -20,7 +20,7 @@ from typing import BinaryIO, Callable, Iterator
 import numpy as np
 from PIL import ExifTags, Image
 
-from utils import IMAGE_EXTENSIONS, write_atomic
+from files import IMAGE_EXTENSIONS, write_atomic
 
 INPUT_EXTENSIONS = IMAGE_EXTENSIONS + (".gif",)  # a GIF is read as its first frame
 # Our own limit on image size, checked from the header before anything is decoded (the CLI's

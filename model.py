@@ -8,13 +8,14 @@ classification head, the quantised ab bins and colour prior (buffers, so they tr
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from backbones import ENCODER_SPECS, EfficientNetLite
+from decoding import Decode  # model.Decode, as before
 from hints import HINT_CHANNELS, hint_pyramid_level
 from utils import LabNorm, l_to_grey, resize_like
 
@@ -34,33 +35,6 @@ def colour_spread(ab: torch.Tensor) -> torch.Tensor:
 def predicted_variance(out: torch.Tensor) -> torch.Tensor:
     """A regression_var head's output (B, 4, h, w) -> the variance it predicts for a and b, (B, 2, h, w)."""
     return out[:, 2:4].float().clamp(LOG_VAR_MIN, LOG_VAR_MAX).exp()
-
-
-@dataclass(frozen=True)
-class Decode:
-    """How a head's output becomes colours (_ColorNet.decode): the knobs that trade vividness for accuracy.
-    A checkpoint stores the ones chosen on held-out photos (export_model.py); front ends may override them."""
-    temperature: float = 0.38      # classification: annealed-mean T (lower: more vivid)
-    prior_correction: float = 0.0  # classification: c, how much of the training's class rebalancing to undo
-    gain: float = 1.0              # any head: centred colour gain about each image's mean colour
-    spread: float = 0.0            # regression_var: stretch each image by its predicted variance
-    evenness: float = 0.0          # any head: stretch washed-out images more than vivid ones (0: no)
-
-    @classmethod
-    def keys(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in fields(cls))
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Decode":
-        """The settings a checkpoint's "inference" entry holds (others, e.g. size, are not decode settings)."""
-        return cls(**{k: float(d[k]) for k in cls.keys() if k in d})
-
-    def override(self, **values: float | None) -> "Decode":
-        """These settings with every value that is not None replaced (a front end's optional flags)."""
-        return replace(self, **{k: float(v) for k, v in values.items() if v is not None})
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass
@@ -175,24 +149,41 @@ class _ColorNet(nn.Module):
 
         hints (B, 3, H, W), for a network built with cfg.hints: the hint map (hints.py), added at every
         decoder level (before the global context, so a hint can also shift the whole image's colours)."""
+        return self.forward_features(l_norm, hints)[0]
+
+    def forward_features(self, l_norm: torch.Tensor, hints: torch.Tensor | None = None
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+        """forward's output, and the encoder's deepest feature map (B, C, H/stride, W/stride) before the
+        hints and the global context (EncoderUNet: the encoder's last stage; ColorUNet: the bottleneck)."""
         h, w = l_norm.shape[-2:]
         ph, pw = -h % self.stride, -w % self.stride
-        x = F.pad(l_norm, (0, pw, 0, ph), mode="replicate") if ph or pw else l_norm
+        # Padded even by 0: one traced graph then serves every input size (the ONNX export's dynamic H, W).
+        x = F.pad(l_norm, (0, pw, 0, ph), mode="replicate")
         if hints is not None:
             if self.hint_in is None:
                 raise ValueError("this model was trained without hints")
-            hints = F.pad(hints, (0, pw, 0, ph)) if ph or pw else hints
+            hints = F.pad(hints, (0, pw, 0, ph))
         skips, x = self.encode(x)
+        deepest = x
         x = self.context(self._add_hints(x, hints, 0))
         for level, block in enumerate(self.up, start=1):
             skip = skips.pop()
             x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             x = block(self._add_hints(torch.cat([x, skip], 1), hints, level))
         x = self.head(x) if self.var_head is None else torch.cat([self.head(x), self.var_head(x.detach())], 1)
-        return x[..., : (h + 1) // 2, : (w + 1) // 2]
+        return x[..., : (h + 1) // 2, : (w + 1) // 2], deepest
 
-    def decode(self, out: torch.Tensor, settings: Decode = Decode(), bias: torch.Tensor | None = None
-               ) -> torch.Tensor:
+    def class_probs(self, out: torch.Tensor, settings: Decode = Decode(), bias: torch.Tensor | None = None
+                    ) -> torch.Tensor:
+        """Classification head output (B, Q, h, w) -> softmax((logits - c log w + bias) / T), (B, Q, h, w):
+        the distribution over the ab bins whose annealed mean decode() takes."""
+        logits = out.float() - settings.prior_correction * self.log_weights[None, :, None, None]
+        if bias is not None:
+            logits = logits + bias.to(logits)[:, :, None, None]
+        return torch.softmax(logits / settings.temperature, dim=1)
+
+    def decode(self, out: torch.Tensor, settings: Decode = Decode(), bias: torch.Tensor | None = None,
+               probs: torch.Tensor | None = None) -> torch.Tensor:
         """Head output -> normalised ab at the head's resolution, with the knobs of `settings`.
 
         Classification: the annealed mean (Zhang et al. 2016) of softmax((logits - c log w) / T), where
@@ -214,6 +205,7 @@ class _ColorNet(nn.Module):
 
         bias (B, Q), classification only: a per-image colour prior added to the calibrated logits before the
         temperature, e.g. s (log h - log p) to trade the training prior p for a histogram h (colour_prior.py).
+        probs: class_probs(out, settings, bias), if the caller has it already (InferenceGraph).
         """
         if bias is not None and self.cfg.head != "classification":
             raise ValueError("a colour prior (bias) needs a classification head")
@@ -229,10 +221,7 @@ class _ColorNet(nn.Module):
         elif self.cfg.head == "regression":
             ab = out.float()
         else:
-            logits = out.float() - settings.prior_correction * self.log_weights[None, :, None, None]
-            if bias is not None:
-                logits = logits + bias.to(logits)[:, :, None, None]
-            p = torch.softmax(logits / settings.temperature, dim=1)
+            p = self.class_probs(out, settings, bias) if probs is None else probs
             ab = self.cfg.norm.ab(torch.einsum("bqhw,qc->bchw", p, self.bins))
         if settings.evenness:
             r = colour_spread(ab).clamp_min(1e-6).sqrt()
@@ -342,6 +331,17 @@ class ColorEnsemble(nn.Module):
     def forward(self, l_norm: torch.Tensor, hints: torch.Tensor | None = None) -> torch.Tensor:
         return torch.stack([m(l_norm, hints) for m in self.members])
 
+    def forward_features(self, l_norm: torch.Tensor, hints: torch.Tensor | None = None
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The members' head outputs and deepest feature maps, each stacked: (M, B, ...)."""
+        outs, deepest = zip(*(m.forward_features(l_norm, hints) for m in self.members))
+        return torch.stack(outs), torch.stack(deepest)
+
+    def class_probs(self, out: torch.Tensor, settings: Decode = Decode(), bias: torch.Tensor | None = None
+                    ) -> torch.Tensor:
+        """The mean of the members' bin distributions (they share the bins: one training run's snapshots)."""
+        return torch.stack([m.class_probs(o, settings, bias) for m, o in zip(self.members, out)]).mean(0)
+
     def decode(self, out: torch.Tensor, settings: Decode = Decode(), bias: torch.Tensor | None = None
                ) -> torch.Tensor:
         return torch.stack([m.decode(o, settings, bias) for m, o in zip(self.members, out)]).mean(0)
@@ -361,3 +361,38 @@ def build_model(cfg: ModelConfig | dict, members: int = 1) -> ColorUNet | Encode
     if isinstance(cfg, dict):
         cfg = ModelConfig(**cfg)
     return network(cfg) if members == 1 else ColorEnsemble(cfg, members)
+
+
+class InferenceGraph(nn.Module):
+    """What inference runs, in one graph (the torch runner's network, and what export_model.py writes as
+    ONNX): the network, its decode with fixed settings, and the outputs other tools read.
+
+    forward(l (1, 1, h, w) normalised L, bias (1, Q) or None, hints (1, 3, h, w) or None) ->
+      ab (1, 2, h2, w2): the decoded colour in Lab units at the head's resolution (h2 = (h + 1) // 2);
+      embedding (1, 2C): per channel the mean and standard deviation over the image of the encoder's
+        deepest feature map (forward_features; an ensemble's members averaged);
+      probs (1, Q, h2, w2), classification only: softmax((logits - c log w + bias) / T).
+    bias: a per-image colour prior added to the calibrated logits (classification only; zeros change nothing).
+    """
+
+    def __init__(self, model: nn.Module, settings: Decode = Decode()):
+        super().__init__()
+        self.model, self.settings = model, settings
+        self.classification = model.cfg.head == "classification"
+
+    def forward(self, l: torch.Tensor, bias: torch.Tensor | None = None, hints: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, ...]:
+        out, deepest = self.model.forward_features(l, hints)
+        probs = None
+        if self.classification:
+            probs = self.model.class_probs(out, self.settings, bias)
+        if isinstance(self.model, ColorEnsemble):  # each member decodes its own distribution
+            ab = self.model.decode(out, self.settings, bias)
+        else:
+            ab = self.model.decode(out, self.settings, bias, probs)
+        ab = self.model.cfg.norm.ab_inv(ab)
+        deepest = deepest.float()
+        embedding = torch.cat([deepest.mean((-2, -1)), deepest.std((-2, -1), unbiased=False)], -1)
+        if embedding.dim() == 3:  # an ensemble's (M, B, 2C)
+            embedding = embedding.mean(0)
+        return (ab, embedding) if probs is None else (ab, embedding, probs)

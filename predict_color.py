@@ -4,8 +4,8 @@ The command line only: flags, finding the inputs, planning the outputs and mappi
 pipeline is colorizer.Colorizer; reading and writing files (and every error about them) is image_io, and
 for films video.colorize_video (video_io, temporal), imported only when a film is given.
 Every input gets its full-resolution result or one line on stderr naming it; a bad file never stops a
-batch, and SIGINT / SIGTERM leave no partial file. Only torch, numpy and PIL are imported on the way
-(matplotlib for -histo, tqdm for several images).
+batch, and SIGINT / SIGTERM leave no partial file. Only onnxruntime, numpy and PIL are imported on the
+way (matplotlib for -histo, tqdm for several images, PyAV for films; torch only for a .pt checkpoint).
 """
 from __future__ import annotations
 
@@ -15,14 +15,14 @@ import os
 import sys
 from typing import Callable
 
-import torch
 from PIL import Image
 
-from colorizer import DEFAULT_MODEL, Colorizer, decode_overrides, ordered_map  # Colorizer and DEFAULT_MODEL are also imported from here
+# Colorizer and DEFAULT_MODEL are also imported from here
+from colorizer import DEFAULT_MODEL, DEFAULT_TORCH_MODEL, Colorizer, decode_overrides, ordered_map, torch_available
 from hints import Hint, HintError, check_inside, load_hints, parse_hint
 from image_io import (INPUT_EXTENSIONS, MAX_PIXELS, STDERR_LOCK, InputError, first_line, format_for_extension,
                       output_format, read_grey, save_histogram, save_image)
-from utils import CheckpointError, remove_temporaries_on_signals
+from files import CheckpointError, remove_temporaries_on_signals
 from video_io import CONTAINERS, is_video
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -110,8 +110,10 @@ def _port(v: str) -> int:
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("-image", "--image", nargs="+", required=True, help="image files and/or folders (searched recursively)")
-    p.add_argument("-model", "--model", default=DEFAULT_MODEL,
-                   help="checkpoint file, or a name found as NAME.pt or in checkpoints/ (default: the shipped model)")
+    p.add_argument("-model", "--model",
+                   help="model file: .onnx (onnxruntime) or a torch checkpoint (.pt, needs requirements-train.txt), "
+                        "or a name found as NAME.pt or in checkpoints/ (default: the shipped model, "
+                        "checkpoints/colorizer.onnx; with a decode flag and torch installed, colorizer.pt)")
     p.add_argument("-output", "--output", help="output file (one input) or folder; default: Coloured_<name> beside each input")
     p.add_argument("-histo", "--histo", type=str2bool, nargs="?", const=True, default=False,
                    help="True/False: also write Histo_Coloured_<name>.png (total, R, G, B) and print the mood")
@@ -149,17 +151,26 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def default_model(args: argparse.Namespace) -> str:
+    """The shipped model the flags call for: the ONNX one (no torch, same photos within one level),
+    unless a decode flag asks for what only the torch checkpoint can change and torch is installed."""
+    if any(v is not None for v in decode_overrides(args).values()) and torch_available():
+        return DEFAULT_TORCH_MODEL
+    return DEFAULT_MODEL
+
+
 def resolve_model(path: str) -> str:
     """Accept the original project's style too: `-model trainedModel` finds trainedModel.pt or checkpoints/."""
-    for cand in (path, path + ".pt", path + ".pth", os.path.join(HERE, "checkpoints", path),
-                 os.path.join(HERE, "checkpoints", path + ".pt")):
+    for cand in (path, path + ".pt", path + ".pth", path + ".onnx", os.path.join(HERE, "checkpoints", path),
+                 os.path.join(HERE, "checkpoints", path + ".pt"), os.path.join(HERE, "checkpoints", path + ".onnx")):
         if os.path.isfile(cand):
             return cand
     return path
 
 
 def _device_error(device: str) -> str | None:
-    """Why --device cannot be used, or None."""
+    """Why --device cannot be used, or None (imports torch: for torch checkpoints only)."""
+    import torch
     try:
         dev = torch.device(device)
     except (RuntimeError, ValueError):
@@ -210,13 +221,10 @@ def colorize_file(colorizer: Colorizer, src: str, dst: str, histo: bool, workers
 
 def run(args: argparse.Namespace) -> int:
     """The CLI on parsed arguments; returns the exit status. Process-wide settings are restored after."""
-    pil_limit, torch_threads = Image.MAX_IMAGE_PIXELS, torch.get_num_threads()
+    pil_limit = Image.MAX_IMAGE_PIXELS
     # The CLI colorizes photos of any size: our own --max-pixels check in image_io replaces PIL's
     # decompression-bomb limit (which would refuse a 12000x9000 photo), with a message naming the file.
     Image.MAX_IMAGE_PIXELS = None
-    # Parallel work is done by our threads (several images, or the strips of one); torch's intra-op
-    # OpenMP threads spin-wait and stall badly when the cores are shared with other jobs.
-    torch.set_num_threads(1)
     try:
         # A signal mid-write (Ctrl-C, `timeout`, a scheduler) removes the half-written temporary files.
         # The editor stops on Ctrl-C itself, after the request in progress (a save) has finished.
@@ -225,20 +233,29 @@ def run(args: argparse.Namespace) -> int:
             return _run(args, workers=args.threads or len(os.sched_getaffinity(0)))
     finally:
         Image.MAX_IMAGE_PIXELS = pil_limit
-        torch.set_num_threads(torch_threads)
+
+
+def _one_torch_thread() -> Callable[[], None]:
+    """Parallel work is done by our threads (several images, or the strips of one); torch's intra-op
+    OpenMP threads spin-wait and stall badly when the cores are shared with other jobs. Returns the undo."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    return lambda: torch.set_num_threads(threads)
 
 
 def _load_colorizer(args: argparse.Namespace) -> Colorizer:
     """The Colorizer the flags ask for; CheckpointError (one line) for a bad device or checkpoint."""
-    device_error = _device_error(args.device)
-    if device_error:
-        raise CheckpointError(device_error)
+    path = resolve_model(args.model) if args.model else default_model(args)
+    if not path.lower().endswith(".onnx") and torch_available():
+        device_error = _device_error(args.device)
+        if device_error:
+            raise CheckpointError(device_error)
     try:
-        return Colorizer.from_checkpoint(resolve_model(args.model), device=args.device, size=args.size,
-                                         **decode_overrides(args))
+        return Colorizer.from_checkpoint(path, device=args.device, size=args.size, **decode_overrides(args))
     except CheckpointError as e:
-        if args.model == DEFAULT_MODEL and not os.path.exists(DEFAULT_MODEL):
-            raise CheckpointError(f"{e} (train one with train.py, or pass -model CKPT)") from None
+        if not args.model and not os.path.exists(path):
+            raise CheckpointError(f"{e} (train one with train.py and export it, or pass -model CKPT)") from None
         raise
 
 
@@ -247,7 +264,7 @@ def colorize_film(colorizer: Colorizer, src: str, dst: str, args: argparse.Names
     """A film src into dst (video.colorize_video, with the flags' settings). Raises InputError."""
     if args.hint or args.hints:
         raise InputError(f"{src}: colour hints (--hint, --hints) are for photos, not films")
-    from video import colorize_video  # scikit-image and PyAV load only for films
+    from video import colorize_video  # PyAV loads only for films
     colorize_video(colorizer, src, dst, stabilize=args.stabilize, crf=args.crf, workers=workers, progress=progress)
 
 
@@ -306,6 +323,14 @@ def _run(args: argparse.Namespace, workers: int) -> int:
     except CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    undo = _one_torch_thread() if colorizer.model is not None else (lambda: None)
+    try:
+        return _colorize_all(args, colorizer, workers)
+    finally:
+        undo()
+
+
+def _colorize_all(args: argparse.Namespace, colorizer: Colorizer, workers: int) -> int:
     inputs = find_inputs(args.image)
     many = len(inputs) > 1 or any(os.path.isdir(i) for i in args.image)
     try:

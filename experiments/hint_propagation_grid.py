@@ -14,10 +14,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from colorizer import Colorizer, _downscale, _grey_to_l
+from colorizer import Colorizer, _downscale
 from dataset import find_images
 from evaluate import SHARED, image_hints, psnr
 from hints import hint_map, propagate_hints
+from lab import levels_to_l
 
 SETTINGS = list(itertools.product([0.3, 0.6, 1.0, 2.0], [7, 10, 15]))
 COUNTS = [1, 10, 50]
@@ -38,14 +39,14 @@ def main() -> int:
         grey = np.asarray(Image.fromarray(true).convert("L"))
         h, w = grey.shape
         nw, nh = c.net_size(w, h)
-        l_small = _grey_to_l(_downscale(grey, (nw, nh)))[None, None]
+        l_small = levels_to_l(_downscale(grey, (nw, nh)))[None, None]
         auto = psnr(c.colorize_grey(grey), true)
         for n in COUNTS:
             hints = image_hints(c, true, os.path.basename(path), n)
             c.propagation, ab = None, c.predict_ab(grey, hints)   # the network's answer only
-            hint_input = hint_map(hints, (w, h), (nw, nh), c.norm.ab_scale)
+            hint_input = hint_map(hints, (w, h), (nw, nh), c.ab_scale)
             for s in SETTINGS:
-                spread = propagate_hints(ab, l_small, hint_input, c.norm.ab_scale, *s)
+                spread = propagate_hints(ab, l_small, hint_input, c.ab_scale, *s)
                 gains[(n, s)].append(psnr(c.colorize_grey_with_ab(grey, spread), true) - auto)
     print(f"{len(paths)} photos of {args.data}; PSNR gain over no hints, dB")
     for n in COUNTS:
