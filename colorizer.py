@@ -26,6 +26,8 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 from PIL import Image
 
+from colour_prior import (REFERENCE_STRENGTH, ColourPrior, PriorError, centred_gain, photo_histogram, pool,
+                          reference_prior)
 from decoding import Decode
 from files import CheckpointError
 from hints import PROPAGATION, Hint, HintError, hint_map, propagate_hints
@@ -184,6 +186,17 @@ class Colorizer:
         """(Q,) the training colour prior over the bins; None for a regression head."""
         return self.runner.prior
 
+    def reference_prior(self, references: Image.Image | np.ndarray | list, strength: float = REFERENCE_STRENGTH
+                        ) -> ColourPrior:
+        """One or more reference photos (PIL images or 8-bit RGB arrays; several pool their colours) -> the
+        colour prior that steers the decode towards their colours (colour_prior.reference_prior)."""
+        if self.bins is None:
+            raise PriorError("--reference needs a model with a classification head (its colour bins); "
+                             "this one has a regression head")
+        refs = references if isinstance(references, (list, tuple)) else [references]
+        rgbs = [np.asarray(r.convert("RGB")) if isinstance(r, Image.Image) else r for r in refs]
+        return reference_prior(pool([photo_histogram(r, self.bins) for r in rgbs]), self.prior, strength)
+
     @property
     def takes_hints(self) -> bool:
         """Whether the network itself was trained with a hint input (hints.py). Hints work with every model:
@@ -205,11 +218,15 @@ class Colorizer:
             bias = np.asarray(bias, dtype=np.float32).reshape(1, -1)
         return self.runner.run(l_norm, hints, bias, outputs)
 
-    def predict_ab(self, grey: np.ndarray, hints: list[Hint] | None = None, bias: np.ndarray | None = None
+    def predict_ab(self, grey: np.ndarray, hints: list[Hint] | None = None, prior: ColourPrior | None = None
                    ) -> np.ndarray:
         """Grey (H, W) (uint8, uint16 or float in [0, 1]) -> ab in Lab units at the network's resolution,
         (1, 2, h, w) float32. hints: points of known colour in the grey's pixels, given to the network if it
-        takes them and then propagated (HintError for a hint outside the image); bias: (Q,) colour prior."""
+        takes them and then propagated (HintError for a hint outside the image); prior: a colour prior for
+        this photo (colour_prior.ColourPrior, e.g. a reference photo's colours; classification heads)."""
+        if prior is not None and self.bins is None:
+            raise PriorError("colours from a reference or a memory need a model with a classification head; "
+                             "this one has a regression head")
         h, w = grey.shape
         nw, nh = self.net_size(w, h)
         hint_input = None
@@ -218,8 +235,9 @@ class Colorizer:
                 raise HintError("this model was trained without a hint input and hint propagation is off")
             hint_input = hint_map(hints, (w, h), (nw, nh), self.ab_scale)
         l_small = levels_to_l(_downscale(grey, (nw, nh)))[None, None]
-        out = self.run(l_small, hint_input if self.takes_hints else None, bias, outputs=("ab",))
-        ab = upsample_rows(out["ab"][0], 0, nh, nh, nw)[None]
+        out = self.run(l_small, hint_input if self.takes_hints else None, prior and prior.bias, outputs=("ab",))
+        ab = centred_gain(out["ab"], prior.gain) if prior else out["ab"]
+        ab = upsample_rows(ab[0], 0, nh, nh, nw)[None]
         if hint_input is not None and self.propagation:
             ab = propagate_hints(ab, l_small, hint_input, self.ab_scale, *self.propagation)
         return ab
@@ -242,9 +260,9 @@ class Colorizer:
         return zip(starts, merged)
 
     def colorize_grey(self, grey: np.ndarray, workers: int = 1, hints: list[Hint] | None = None,
-                      bias: np.ndarray | None = None) -> np.ndarray:
+                      prior: ColourPrior | None = None) -> np.ndarray:
         """Grey (H, W) (float in [0, 1], or uint8 / uint16 levels) -> RGB (H, W, 3) uint8 at full resolution."""
-        return self.colorize_grey_with_ab(grey, self.predict_ab(grey, hints, bias), workers)
+        return self.colorize_grey_with_ab(grey, self.predict_ab(grey, hints, prior), workers)
 
     def colorize_grey_with_ab(self, grey: np.ndarray, ab: np.ndarray, workers: int = 1) -> np.ndarray:
         """As colorize_grey, with the colour given: ab (1, 2, h, w) in Lab units, as from predict_ab (e.g.
@@ -256,24 +274,30 @@ class Colorizer:
 
     def colorize(self, image: Image.Image, workers: int = 1,
                  hints: list[Hint | tuple[float, float, tuple[int, int, int]]] | None = None,
-                 bias: np.ndarray | None = None) -> Image.Image:
+                 prior: ColourPrior | None = None,
+                 reference: Image.Image | list[Image.Image] | None = None,
+                 reference_strength: float = REFERENCE_STRENGTH) -> Image.Image:
         """PIL image of any mode -> colorized PIL image of the same (upright) size, alpha kept.
 
         hints: points of known colour, [(x, y, (r, g, b)), ...] or Hint objects, in the image's pixels;
         each gives its chroma to the colours around it (the brightness stays the image's).
-        bias: (Q,) a colour prior for this image (classification heads; see Runner)."""
+        reference: one or more colour photos whose colours steer the decode (pooled), at reference_strength
+        (0: the automatic colours exactly); or prior: a colour_prior.ColourPrior made beforehand (as from
+        reference_prior, once for a whole folder or film). Hints still win where they are given."""
         hints = [h if isinstance(h, Hint) else Hint(float(h[0]), float(h[1]), tuple(h[2])) for h in hints or []]
-        return self.colorize_to_image(*grey_and_alpha(image), workers=workers, hints=hints, bias=bias)
+        if reference is not None:
+            prior = self.reference_prior(reference, reference_strength)
+        return self.colorize_to_image(*grey_and_alpha(image), workers=workers, hints=hints, prior=prior)
 
     def colorize_to_image(self, grey: np.ndarray, alpha: Image.Image | None = None,
                           workers: int = 1, hints: list[Hint] | None = None,
-                          bias: np.ndarray | None = None) -> Image.Image:
+                          prior: ColourPrior | None = None) -> Image.Image:
         """Grey (H, W) as from grey_and_alpha, alpha (mode L) or None -> RGB or RGBA PIL image (W x H).
 
         The strips are pasted straight into the output image: no second full-size copy of the result.
         """
         out = Image.new("RGB" if alpha is None else "RGBA", (grey.shape[1], grey.shape[0]))
-        for y0, rgb in self._strips(grey, self.predict_ab(grey, hints, bias), workers):
+        for y0, rgb in self._strips(grey, self.predict_ab(grey, hints, prior), workers):
             out.paste(Image.fromarray(rgb), (0, y0))
         if alpha is not None:
             out.putalpha(alpha)

@@ -9,7 +9,11 @@ Pure numpy, no torch: the ONNX path uses it too. Histograms are over the model's
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+
+from lab import rgb_to_lab
 
 SIGMA = 5.0         # Gaussian smoothing of a histogram in ab (Lab units); the grid step is 10
 FLOOR = 0.05        # share of the training prior mixed into every histogram: no colour is made impossible
@@ -17,20 +21,14 @@ HIST_PIXELS = 2 ** 16  # photos are downscaled to about this many pixels before 
 GRID_STEP, GRID_MAX = 10.0, 110.0
 GRID_N = int(2 * GRID_MAX / GRID_STEP) + 1  # 23 cells a side, as utils.ab_grid_index
 
-# sRGB (D65) -> XYZ, and the D65 white, as utils.rgb_to_lab (tests hold the two to each other).
-_RGB_TO_XYZ = np.array([[0.412453, 0.357580, 0.180423],
-                        [0.212671, 0.715160, 0.072169],
-                        [0.019334, 0.119193, 0.950227]])
-_WHITE = np.array([0.95047, 1.0, 1.08883])
-
-
 def rgb_to_ab(rgb: np.ndarray) -> np.ndarray:
-    """8-bit sRGB (..., 3) -> the a and b of CIE Lab (..., 2), float32."""
-    c = rgb.astype(np.float32) / 255.0
-    lin = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
-    xyz = lin @ (_RGB_TO_XYZ / _WHITE[:, None]).T.astype(np.float32)
-    f = np.where(xyz > 0.008856, np.cbrt(xyz), 7.787 * xyz + 16.0 / 116.0)
-    return np.stack([500.0 * (f[..., 0] - f[..., 1]), 200.0 * (f[..., 1] - f[..., 2])], -1)
+    """8-bit sRGB (..., 3) -> the a and b of CIE Lab (..., 2), float32 (lab.rgb_to_lab)."""
+    lab = rgb_to_lab(np.moveaxis(rgb, -1, 0).astype(np.float32) / 255.0)
+    return np.moveaxis(lab[1:], 0, -1).astype(np.float32)
+
+
+class PriorError(ValueError):
+    """A reference or memory that cannot be used (one line, for the front ends)."""
 
 
 def _nearest_bin_of_cell(bins: np.ndarray) -> np.ndarray:
@@ -81,3 +79,32 @@ def prior_bias(hist: np.ndarray, prior: np.ndarray, strength: float, floor: floa
 def histogram_distance(p: np.ndarray, q: np.ndarray) -> float:
     """Total variation distance between two histograms over the same bins: 0 equal, 1 disjoint."""
     return float(0.5 * np.abs(p - q).sum())
+
+
+# --reference: the strength and the extra centred colour gain chosen on val/general for the shipped model
+# (experiments/reference_study.py; experiments/README.md "Colours from a reference photo").
+REFERENCE_STRENGTH = 0.7
+REFERENCE_GAIN = 1.3
+
+
+@dataclass(frozen=True)
+class ColourPrior:
+    """What the decode takes for one photo: bias (Q,) added to the logits (model.decode's bias), and an extra
+    centred gain on the decoded colours (1: none)."""
+    bias: np.ndarray
+    gain: float = 1.0
+
+
+def reference_prior(hist: np.ndarray, prior: np.ndarray, strength: float = REFERENCE_STRENGTH) -> ColourPrior:
+    """A reference's histogram -> the decode's prior. The gain grows with the strength up to REFERENCE_GAIN at
+    the chosen strength, so that strength 0 is the automatic decode exactly."""
+    gain = 1 + (REFERENCE_GAIN - 1) * min(strength / REFERENCE_STRENGTH, 1.0)
+    return ColourPrior(prior_bias(hist, prior, strength), gain)
+
+
+def centred_gain(ab: np.ndarray, gain: float) -> np.ndarray:
+    """ab (..., 2, h, w) -> mu + gain (ab - mu), mu each image's mean colour (model.Decode's gain)."""
+    if gain == 1.0:
+        return ab
+    mu = ab.mean((-2, -1), keepdims=True)
+    return mu + gain * (ab - mu)

@@ -11,6 +11,12 @@ through the same Colorizer the CLI uses, and scored against the original: PSNR o
 (dCF), and AuC of the per-pixel ab error CDF over thresholds 0..150 (Zhang et al. 2016). Metrics are
 computed with scikit-image's Lab conversion, independently of the tool's own.
 
+--reference self|other: colours from a reference photo (colour_prior.py). "self": each photo's own original
+(the upper bound); "other": a seeded different photo of the same set and kind (val/general names are
+<kind>_<name>; elsewhere the folder is one kind), what users have. Each model is scored with the reference
+beside its automatic decode, and every row also gets the total variation distance between the output's ab
+histogram and each reference's (hist_self, hist_other: 0 equal, 1 disjoint).
+
 --hints N ...: simulated users. Each model is also scored with N points per image at
 seeded random places (the same places for every model; the first N of one draw, so 10 points include the 5),
 each given the original's mean colour over the patch the hint covers (hints.sample_hints).
@@ -94,24 +100,58 @@ def image_hints(colorizer, true: np.ndarray, name: str, n: int) -> list:
     return sample_hints(true, max(n, 50), rng, colorizer.net_size(w, h))[:n]
 
 
+def kind(name: str) -> str:
+    """val/general names are <kind>_<name>; a name without "_" is of the folder's one kind."""
+    return name.split("_", 1)[0] if "_" in name else ""
+
+
+def reference_paths(paths: list[str], mode: str, seed: int = 0) -> list[str]:
+    """Each photo's reference: itself ("self"), or a seeded different photo of the same kind ("other")."""
+    if mode == "self":
+        return list(paths)
+    rng = np.random.default_rng(seed)
+    names = [kind(os.path.basename(p)) for p in paths]
+    out = []
+    for i, k in enumerate(names):
+        pool = [j for j, m in enumerate(names) if j != i and m == k] or [j for j in range(len(paths)) if j != i]
+        out.append(paths[int(rng.choice(pool))] if pool else paths[i])
+    return out
+
+
+def _photo(path: str) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
 def evaluate(colorizer, paths: list[str], out_dir: str | None = None, sheet_images: int = 6,
-             progress: bool = True, save_outputs: bool = False, hints: int = 0, save_grey: bool = False) -> dict:
+             progress: bool = True, save_outputs: bool = False, hints: int = 0, save_grey: bool = False,
+             references: dict[str, list[str]] | None = None, steer: str | None = None,
+             reference_strength: float | None = None) -> dict:
     """Score `colorizer` (with `hints` simulated points per image) and the grey baseline on `paths`.
     save_outputs / save_grey: write the colorized / grey images as PNG to out_dir/outputs, out_dir/grey
-    (folders for FID). Returns {"rows": [...], "mean": {...}}."""
+    (folders for FID). references: {mode: each photo's reference path} (reference_paths): every row gets
+    hist_<mode>, the distance of the output's ab histogram from that reference's; steer: the mode whose
+    reference steers the decode (None: automatic). Returns {"rows": [...], "mean": {...}}."""
     from tqdm import tqdm
+    import colour_prior as cp
+    references = references or {}
     rows, sheet = [], []
     seconds = 0.0
     for i, path in enumerate(tqdm(paths, desc="evaluating", disable=not progress, leave=False)):
-        with Image.open(path) as im:
-            true = np.asarray(im.convert("RGB"))
+        true = _photo(path)
         grey_img = Image.fromarray(true).convert("L")
         points = image_hints(colorizer, true, os.path.basename(path), hints) if hints else None
+        ref_hists = {m: cp.photo_histogram(true if r[i] == path else _photo(r[i]), colorizer.bins)
+                     for m, r in references.items()}
+        prior = (colorizer.reference_prior(ref_hists[steer], reference_strength) if steer else None)
         t0 = time.perf_counter()
-        pred = np.asarray(colorizer.colorize(grey_img, hints=points).convert("RGB"))
+        pred = np.asarray(colorizer.colorize(grey_img, hints=points, prior=prior).convert("RGB"))
         seconds += time.perf_counter() - t0
         grey = np.asarray(grey_img.convert("RGB"))
         ours, base = score(pred, true), score(grey, true)
+        if ref_hists:
+            out_hist = cp.photo_histogram(pred, colorizer.bins)
+            ours.update({f"hist_{m}": cp.histogram_distance(out_hist, h) for m, h in ref_hists.items()})
         rows.append({"image": os.path.basename(path), **ours, **{f"grey_{k}": v for k, v in base.items()}})
         if out_dir and i < sheet_images:
             sheet.append((grey, pred, true))
@@ -132,14 +172,16 @@ def evaluate(colorizer, paths: list[str], out_dir: str | None = None, sheet_imag
 def print_table(name: str, rows: list[tuple[str, dict]], grey: dict) -> None:
     """One table per set: the grey baseline, then each model. rows: (label, mean) pairs."""
     fid = "grey_fid" in grey
+    hist = [k for k in ("hist_self", "hist_other") if k in rows[0][1]]
     print(f"\n{name}: {'method':<16} {'PSNR dB':>8} {'gain':>6} {'SSIM':>7} {'CF':>6} {'CF %':>6} {'AuC %':>7}"
-          + (f" {'FID':>7}" if fid else ""))
+          + (f" {'FID':>7}" if fid else "") + "".join(f" {k.replace('_', ' '):>10}" for k in hist))
     for label, m, p in [("grey", grey, "grey_")] + [(lbl, m, "") for lbl, m in rows]:
         gain = m[p + "psnr"] - grey["grey_psnr"]
         f = m.get(p + "fid")
         print(f"{'':<{len(name) + 1}} {label:<16} {m[p + 'psnr']:8.2f} {gain:+6.2f} {m[p + 'ssim']:7.3f} "
               f"{m[p + 'cf']:6.1f} {100 * m[p + 'cf'] / m[p + 'cf_orig']:6.0f} {m[p + 'auc']:7.1f}"
-              + ((f" {f:7.2f}" if f is not None else f" {'-':>7}") if fid else ""))
+              + ((f" {f:7.2f}" if f is not None else f" {'-':>7}") if fid else "")
+              + "".join(f" {m[k]:10.3f}" if k in m else f" {'-':>10}" for k in hist))
 
 
 def write_results(out: str, res: dict, settings: dict) -> None:
@@ -176,6 +218,11 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     p.add_argument("--hints", type=int, nargs="+", default=[0], metavar="N",
                    help="simulated hints per image, e.g. 0 1 5 10 50")
+    p.add_argument("--reference", nargs="+", choices=("self", "other"), default=[],
+                   help="also score each model with a reference photo's colours: its own original (self) or a "
+                        "seeded other photo of the same kind (other)")
+    p.add_argument("--reference-strength", type=float, default=None,
+                   help="--reference: the strength (default: colour_prior.REFERENCE_STRENGTH)")
     p.add_argument("--no-propagation", action="store_true",
                    help="hints: the network's answer to its hint input only (no hints.propagate_hints after it)")
     args = p.parse_args(argv)
@@ -199,21 +246,25 @@ def main(argv=None) -> int:
     if args.no_propagation:
         for c in colorizers:
             c.propagation = None
-    nested = len(sets) > 1 or len(models) > 1 or len(args.hints) > 1
+    nested = len(sets) > 1 or len(models) > 1 or len(args.hints) > 1 or bool(args.reference)
     set_names = labels_for([os.path.normpath(d) for d in args.data])
     results = {}
     for (data, paths), set_name in zip(sets, set_names):
         rows, grey_fid = [], None
-        runs = [(m, lbl if n == 0 else f"{lbl}+{n}h", c, n) for m, lbl, c in zip(models, labels, colorizers)
+        references = {mode: reference_paths(paths, mode) for mode in args.reference}
+        runs = [(m, lbl if n == 0 else f"{lbl}+{n}h", c, n, None) for m, lbl, c in zip(models, labels, colorizers)
                 for n in args.hints if n == 0 or c.takes_hints or c.propagation]
-        for model, label, colorizer, n_hints in runs:
+        runs += [(m, f"{lbl}+ref {mode}", c, 0, mode) for m, lbl, c in zip(models, labels, colorizers)
+                 for mode in args.reference]
+        for model, label, colorizer, n_hints, steer in runs:
             out = os.path.join(args.out, set_name, label) if args.out and nested else args.out
             save_grey = args.fid and grey_fid is None  # grey's FID is the same for every model: once a set
             if out:
                 for sub in ("outputs",) + ("grey",) * save_grey:
                     os.makedirs(os.path.join(out, sub), exist_ok=True)
             res = evaluate(colorizer, paths, out, save_outputs=args.fid, hints=n_hints,  # --fid implies --out
-                           save_grey=save_grey)
+                           save_grey=save_grey, references=references, steer=steer,
+                           reference_strength=args.reference_strength)
             mean = res["mean"]
             if args.fid:
                 mean["fid"] = fid_score(os.path.join(out, "outputs"), data)
@@ -221,6 +272,7 @@ def main(argv=None) -> int:
                     grey_fid = fid_score(os.path.join(out, "grey"), data)
                 mean["grey_fid"] = grey_fid
             settings = {"model": model, "data": data, "images": len(paths), "size": colorizer.size, "hints": n_hints,
+                        "reference": steer, "reference_strength": args.reference_strength if steer else None,
                         "hint_propagation": colorizer.propagation, **colorizer.decode.to_dict()}
             if out:
                 write_results(out, res, settings)

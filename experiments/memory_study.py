@@ -72,6 +72,20 @@ def score_photo(colorizer, bank: Bank, prior: np.ndarray, path: str, exclude=Non
             "cf_orig": colourfulness(true)}
 
 
+def halves(colorizer: Colorizer, folder: str, bins: np.ndarray) -> tuple[Bank, list[str]]:
+    """A bank of a seeded half of folder's photos, and the paths of the other half (to colour with it)."""
+    paths = sorted(p for p in glob.glob(os.path.join(folder, "*")) if p.lower().endswith(IMAGE_EXTENSIONS))
+    order = np.random.default_rng(0).permutation(len(paths))
+    bank_paths = [paths[i] for i in order[: len(paths) // 2]]
+    raws, hists = [], []
+    for p in bank_paths:
+        with Image.open(p) as im:
+            rgb = np.asarray(im.convert("RGB"))
+        raws.append(raw_embedding(colorizer, np.asarray(Image.fromarray(rgb).convert("L"))))
+        hists.append(cp.photo_histogram(rgb, bins))
+    return Bank.build(np.stack(raws), np.stack(hists), bins), [paths[i] for i in order[len(paths) // 2:]]
+
+
 def at_strength(rows: list[dict], s: np.ndarray, key: str) -> np.ndarray:
     """Each row's `key` at its own strength s (linear interpolation on the grid)."""
     return np.array([np.interp(si, STRENGTHS, r[key]) for r, si in zip(rows, s)])
@@ -108,7 +122,7 @@ def summary(rows: list[dict], trust: Trust) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cache", required=True)
+    ap.add_argument("--cache", nargs="+", required=True, help="memory_features caches (the bank and the fit set)")
     ap.add_argument("--model", default=DEFAULT_MODEL)
     ap.add_argument("--fit", type=int, default=400)
     ap.add_argument("--val", type=int, default=150, help="val/general photos scored (evenly spaced)")
@@ -116,17 +130,23 @@ def main(argv=None) -> int:
     ap.add_argument("--k", type=int, default=K)
     ap.add_argument("--tau", type=float, default=TAU)
     ap.add_argument("--out", default=os.path.join("experiments", "results", "memory"))
+    ap.add_argument("--halves", nargs="*", default=[], metavar="FOLDER",
+                    help="same-kind memory: for each folder, a bank of a seeded half of its photos (with the trust "
+                         "fitted here) colours the other half")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     colorizer = Colorizer.from_checkpoint(args.model)
     prior = prior_from_weights(colorizer.model.log_weights, 0.5).numpy()
     bins = colorizer.model.bins.numpy()
-    raw, hists, paths = load_cache(args.cache)
+    parts = [load_cache(c) for c in args.cache]
+    raw, hists = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    paths = [x for p in parts for x in p[2]]
     rel = [os.path.relpath(p, TRAIN) for p in paths]
     with open(HOLDOUT) as f:
         held = {line.strip() for line in f if line.strip() and not line.startswith("#")}
     rest = [i for i, r in enumerate(rel) if r not in held]
-    fit_idx = set(np.random.default_rng(0).choice(rest, args.fit, replace=False).tolist())
+    readable = [i for i in rest if os.path.exists(paths[i])]  # the fit set is decoded again
+    fit_idx = set(np.random.default_rng(0).choice(readable, args.fit, replace=False).tolist())
     bank_idx = [i for i in rest if i not in fit_idx]
     bank = Bank.build(raw[bank_idx], hists[bank_idx], bins)
     bank.k, bank.tau = args.k, args.tau
@@ -137,6 +157,11 @@ def main(argv=None) -> int:
             "val_general": spaced(val, args.val)}
     rows = {name: [score_photo(colorizer, bank, prior, p) for p in ps] for name, ps in sets.items()}
     trust = fit_trust(rows["fit"])
+    for folder in args.halves:
+        half_bank, scored = halves(colorizer, folder, bins)
+        half_bank.k, half_bank.tau, half_bank.trust = min(args.k, len(scored)), args.tau, trust
+        rows[f"halves_{os.path.basename(os.path.normpath(folder))}"] = [
+            score_photo(colorizer, half_bank, prior, p) for p in scored]
     result = {"bank": len(bank_idx), "k": args.k, "tau": args.tau, "features": TRUST_FEATURES,
               "trust": {k: np.asarray(v).tolist() for k, v in trust.to_arrays().items()},
               "sets": {name: summary(r, trust) for name, r in rows.items()}}

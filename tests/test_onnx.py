@@ -18,6 +18,7 @@ from skimage import color
 
 import lab
 import utils
+from colour_prior import ColourPrior
 from colorizer import DEFAULT_MODEL, DEFAULT_TORCH_MODEL, Colorizer
 from conftest import REPO, SHARED_DATA, subprocess_env
 from export_model import export_onnx
@@ -90,11 +91,11 @@ def test_both_runners_return_the_same_dict(both):
     assert ox.decode == pt.decode and ox.size == pt.size and ox.propagation == pt.propagation
 
 
-def test_a_bias_reaches_the_photo_through_the_api(both):
+def test_a_colour_prior_reaches_the_photo_through_the_api(both):
     _, ox = both
     grey = kodak_greys(1)[0]
     towards_blue = np.where(ox.bins[:, 1] < -30, 4.0, 0.0).astype(np.float32)
-    plain, biased = ox.predict_ab(grey), ox.predict_ab(grey, bias=towards_blue)
+    plain, biased = ox.predict_ab(grey), ox.predict_ab(grey, prior=ColourPrior(towards_blue))
     assert biased[:, 1].mean() < plain[:, 1].mean() - 5
 
 
