@@ -101,7 +101,8 @@ class Bank:
         sim = self.embeddings.astype(np.float32) @ self.embed(raw)
         if exclude is not None:
             sim[exclude] = -np.inf
-        idx = np.argpartition(-sim, self.k)[: self.k]
+        k = min(self.k, len(sim))
+        idx = np.argpartition(-sim, k - 1)[:k]
         idx = idx[np.argsort(-sim[idx])]
         return idx, sim[idx]
 

@@ -19,9 +19,10 @@ from PIL import Image
 
 # Colorizer and DEFAULT_MODEL are also imported from here
 from colorizer import DEFAULT_MODEL, DEFAULT_TORCH_MODEL, Colorizer, decode_overrides, ordered_map, torch_available
+from colour_prior import REFERENCE_STRENGTH, ColourPrior, PriorError
 from hints import Hint, HintError, check_inside, load_hints, parse_hint
 from image_io import (INPUT_EXTENSIONS, MAX_PIXELS, STDERR_LOCK, InputError, first_line, format_for_extension,
-                      output_format, read_grey, save_histogram, save_image)
+                      open_image, output_format, read_grey, save_histogram, save_image)
 from files import CheckpointError, remove_temporaries_on_signals
 from video_io import CONTAINERS, is_video
 
@@ -144,6 +145,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-stabilize", dest="stabilize", action="store_false",
                    help="films: colorize each frame on its own (no temporal smoothing; it flickers)")
     p.add_argument("--crf", type=int, help="films: H.264 quality, 0 (lossless) to 51; default 18 (VP9 for .webm: 31)")
+    p.add_argument("--reference", action="append", default=[], metavar="PHOTO",
+                   help="a colour photo whose colours the result should take (repeatable: several pool their "
+                        "colours; one reference serves every photo of a folder and every frame of a film)")
+    p.add_argument("--reference-strength", type=_positive(float, zero=True), default=REFERENCE_STRENGTH,
+                   help=f"how strongly the reference steers the colours: 0 = not at all, {REFERENCE_STRENGTH:g} = "
+                        "the default, higher = more of its colours at the cost of accuracy")
     p.add_argument("--edit", action="store_true", help="open the photo in the colour editor, a page in the browser "
                    "(docs/editor.md): click points, pick colours, save; starts from --hint/--hints if given")
     p.add_argument("--port", type=_port, default=0, help="--edit: the local port (default: a free one)")
@@ -200,16 +207,17 @@ def _plan(inputs: list[tuple[str, str]], args: argparse.Namespace, many: bool) -
 
 def colorize_file(colorizer: Colorizer, src: str, dst: str, histo: bool, workers: int = 1,
                   max_pixels: int | None = MAX_PIXELS, notify: Callable[[str], None] | None = None,
-                  hints: list[Hint] | None = None) -> str | None:
+                  hints: list[Hint] | None = None, prior: ColourPrior | None = None) -> str | None:
     """Colorize src into dst (and its histogram); returns the mood line with -histo. Raises InputError.
-    notify gets a line before a very large image is decoded (image_io.read_grey)."""
+    notify gets a line before a very large image is decoded (image_io.read_grey); prior: a colour prior
+    (--reference) for this photo."""
     output_format(dst)  # an unknown output format fails before the work, not after
     grey, alpha = read_grey(src, max_pixels, notify)
     try:
         check_inside(hints or [], grey.shape[1], grey.shape[0], src)
     except HintError as e:
         raise InputError(str(e)) from None
-    out = colorizer.colorize_to_image(grey, alpha, workers=workers, hints=hints)
+    out = colorizer.colorize_to_image(grey, alpha, workers=workers, hints=hints, prior=prior)
     del grey, alpha
     save_image(out, dst)
     if histo:
@@ -260,12 +268,13 @@ def _load_colorizer(args: argparse.Namespace) -> Colorizer:
 
 
 def colorize_film(colorizer: Colorizer, src: str, dst: str, args: argparse.Namespace, workers: int,
-                  progress: bool) -> None:
+                  progress: bool, prior: ColourPrior | None = None) -> None:
     """A film src into dst (video.colorize_video, with the flags' settings). Raises InputError."""
     if args.hint or args.hints:
         raise InputError(f"{src}: colour hints (--hint, --hints) are for photos, not films")
     from video import colorize_video  # PyAV loads only for films
-    colorize_video(colorizer, src, dst, stabilize=args.stabilize, crf=args.crf, workers=workers, progress=progress)
+    colorize_video(colorizer, src, dst, stabilize=args.stabilize, crf=args.crf, workers=workers, progress=progress,
+                   prior=prior)
 
 
 def _colorize_one(colorizer: Colorizer, item: tuple[str, str, str | None], film: Callable[[str, str], None] | None = None,
@@ -292,6 +301,15 @@ def _hints(args: argparse.Namespace, colorizer: Colorizer, many: bool) -> list[H
     if hints and many:
         raise HintError("hints are in one image's pixels: give a single input image with --hint/--hints")
     return hints
+
+
+def _reference(args: argparse.Namespace, colorizer: Colorizer) -> ColourPrior | None:
+    """The --reference photos' colour prior, made once for every input; InputError or PriorError (one line)
+    for a reference that cannot be read or a model that cannot take one."""
+    if not args.reference:
+        return None
+    images = [open_image(path, max_pixels=args.max_pixels or None) for path in args.reference]
+    return colorizer.reference_prior(images, args.reference_strength)
 
 
 def _edit(colorizer: Colorizer, inputs: list[tuple[str, str]], many: bool, hints: list[Hint],
@@ -335,7 +353,8 @@ def _colorize_all(args: argparse.Namespace, colorizer: Colorizer, workers: int) 
     many = len(inputs) > 1 or any(os.path.isdir(i) for i in args.image)
     try:
         hints = _hints(args, colorizer, many)
-    except HintError as e:
+        prior = _reference(args, colorizer)
+    except (HintError, InputError, PriorError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.edit:
@@ -353,9 +372,10 @@ def _colorize_all(args: argparse.Namespace, colorizer: Colorizer, workers: int) 
             (bar.write if bar else print)(line, file=out or sys.stderr)
 
     # Several images: one per thread, each merged on that thread. One image: its strips share the threads.
-    film = functools.partial(colorize_film, colorizer, args=args, workers=1 if many else workers, progress=not many)
+    film = functools.partial(colorize_film, colorizer, args=args, workers=1 if many else workers, progress=not many,
+                             prior=prior)
     job = functools.partial(_colorize_one, colorizer, film=film, all_films=args.video, histo=args.histo,
-                            workers=1 if many else workers, hints=hints, max_pixels=args.max_pixels or None,
+                            workers=1 if many else workers, hints=hints, prior=prior, max_pixels=args.max_pixels or None,
                             notify=lambda line: say(f"note: {line}"))
     failed = 0
     for summary, error in ordered_map(job, _plan(inputs, args, many), workers if many else 1):

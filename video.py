@@ -18,28 +18,31 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from colorizer import Colorizer, ordered_map
+from colour_prior import ColourPrior
 from temporal import Stabilizer, StabilizerConfig
 from video_io import VideoReader, VideoWriter, output_container, write_video
 
 
 def colorize_frames(colorizer: Colorizer, greys: Iterable[np.ndarray], stabilizer: Stabilizer | None,
-                    workers: int = 1) -> Iterator[np.ndarray]:
+                    workers: int = 1, prior: ColourPrior | None = None) -> Iterator[np.ndarray]:
     """Grey frames (H, W) of a film, in order -> RGB frames (H, W, 3) uint8, lazily. stabilizer: a fresh
     Stabilizer (its .cuts tell the shots found), or None to colorize each frame on its own, as a photo.
+    prior: one colour prior (e.g. a reference photo's colours) for every frame.
 
     The predictions run ahead on `workers` threads (at most 2 x workers frames held); the stabiliser,
     which needs them in order, and the merge run on the caller's thread.
     """
-    for grey, ab in ordered_map(lambda g: (g, colorizer.predict_ab(g)), greys, workers):
+    for grey, ab in ordered_map(lambda g: (g, colorizer.predict_ab(g, prior=prior)), greys, workers):
         if stabilizer is not None:
             ab = stabilizer(grey, ab)
         yield colorizer.colorize_grey_with_ab(grey, ab, workers)
 
 
 def colorize_video(colorizer: Colorizer, src: str, dst: str, stabilize: bool = True, crf: int | None = None,
-                   workers: int = 1, progress: bool = False, config: StabilizerConfig | None = None) -> int:
+                   workers: int = 1, progress: bool = False, config: StabilizerConfig | None = None,
+                   prior: ColourPrior | None = None) -> int:
     """Colorize the film src into dst (its container from dst's extension), keeping its size, frame
-    timing and audio; returns the number of frames. Raises InputError (one line naming the file); on any
+    timing and audio; returns the number of frames. prior: one colour prior for every frame. Raises InputError (one line naming the file); on any
     failure or signal nothing is left under dst."""
     output_container(dst)  # an unknown output format fails before the work
     count = 0
@@ -56,7 +59,7 @@ def colorize_video(colorizer: Colorizer, src: str, dst: str, stabilize: bool = T
         stabilizer = Stabilizer(config) if stabilize else None
         with tqdm(total=reader.info.frames or None, desc=src, unit="frame", disable=not progress,
                   leave=False) as bar:
-            for rgb in colorize_frames(colorizer, greys(), stabilizer, workers):
+            for rgb in colorize_frames(colorizer, greys(), stabilizer, workers, prior):
                 writer.write(rgb, pts.popleft())
                 count += 1
                 bar.update(1)

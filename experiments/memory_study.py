@@ -130,6 +130,7 @@ def main(argv=None) -> int:
     ap.add_argument("--k", type=int, default=K)
     ap.add_argument("--tau", type=float, default=TAU)
     ap.add_argument("--out", default=os.path.join("experiments", "results", "memory"))
+    ap.add_argument("--trust", default=None, help="a study JSON whose fitted trust to use: scores --halves only")
     ap.add_argument("--halves", nargs="*", default=[], metavar="FOLDER",
                     help="same-kind memory: for each folder, a bank of a seeded half of its photos (with the trust "
                          "fitted here) colours the other half")
@@ -155,20 +156,26 @@ def main(argv=None) -> int:
     sets = {"fit": [paths[i] for i in sorted(fit_idx)],
             "holdout_landscapes": spaced([os.path.join(TRAIN, h) for h in sorted(held)], args.holdout),
             "val_general": spaced(val, args.val)}
-    rows = {name: [score_photo(colorizer, bank, prior, p) for p in ps] for name, ps in sets.items()}
-    trust = fit_trust(rows["fit"])
+    if args.trust:
+        with open(args.trust) as f:
+            trust = Trust.from_arrays(json.load(f)["trust"])
+        rows = {}
+    else:
+        rows = {name: [score_photo(colorizer, bank, prior, p) for p in ps] for name, ps in sets.items()}
+        trust = fit_trust(rows["fit"])
     for folder in args.halves:
         half_bank, scored = halves(colorizer, folder, bins)
-        half_bank.k, half_bank.tau, half_bank.trust = min(args.k, len(scored)), args.tau, trust
+        half_bank.k, half_bank.tau, half_bank.trust = args.k, args.tau, trust
         rows[f"halves_{os.path.basename(os.path.normpath(folder))}"] = [
             score_photo(colorizer, half_bank, prior, p) for p in scored]
     result = {"bank": len(bank_idx), "k": args.k, "tau": args.tau, "features": TRUST_FEATURES,
               "trust": {k: np.asarray(v).tolist() for k, v in trust.to_arrays().items()},
               "sets": {name: summary(r, trust) for name, r in rows.items()}}
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, f"study_k{args.k}_tau{args.tau:g}.json"), "w") as f:
+    name = f"study_k{args.k}_tau{args.tau:g}" + ("_halves" if args.trust else "")
+    with open(os.path.join(args.out, name + ".json"), "w") as f:
         json.dump(result, f, indent=1)
-    with open(os.path.join(args.out, f"rows_k{args.k}_tau{args.tau:g}.jsonl"), "w") as f:
+    with open(os.path.join(args.out, name.replace("study", "rows") + ".jsonl"), "w") as f:
         for name, r in rows.items():
             for row in r:
                 f.write(json.dumps({"set": name, **row}) + "\n")
