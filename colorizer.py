@@ -27,12 +27,13 @@ import numpy as np
 from PIL import Image
 
 from colour_prior import (REFERENCE_STRENGTH, ColourPrior, PriorError, centred_gain, photo_histogram, pool,
-                          reference_prior)
+                          prior_bias, reference_prior)
 from decoding import Decode
 from files import CheckpointError
 from hints import PROPAGATION, Hint, HintError, hint_map, propagate_hints
 from image_io import grey_and_alpha
 from lab import PEAKS, blend_rows, lab_to_rgb, levels, levels_to_l, match_luma, upsample_cols, upsample_rows
+from memory import Bank
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # The shipped model, twice: ONNX (onnxruntime, no torch; the default) and the torch checkpoint it was
@@ -196,6 +197,21 @@ class Colorizer:
         refs = references if isinstance(references, (list, tuple)) else [references]
         rgbs = [np.asarray(r.convert("RGB")) if isinstance(r, Image.Image) else r for r in refs]
         return reference_prior(pool([photo_histogram(r, self.bins) for r in rgbs]), self.prior, strength)
+
+    def memory_prior(self, grey: np.ndarray, bank: Bank) -> ColourPrior:
+        """A colour prior looked up for this grey photo in a bank of colour photos (memory.py): the network
+        runs once for the photo's embedding and its own colours; the bank's neighbours give a histogram and
+        the bank's trust a strength. (predict_ab then runs the network again with the prior.)"""
+        if self.bins is None:
+            raise PriorError("--memory needs a model with a classification head (its colour bins); "
+                             "this one has a regression head")
+        if bank.hists.shape[1] != len(self.bins) or not np.allclose(bank.bins, self.bins):
+            raise PriorError("the memory bank was built for another model's colour bins (build_memory.py -model)")
+        h, w = grey.shape
+        out = self.run(levels_to_l(_downscale(grey, self.net_size(w, h)))[None, None],
+                       outputs=("embedding", "probs"))
+        look = bank.lookup(out["embedding"][0], out["probs"][0].mean((1, 2)))
+        return ColourPrior(prior_bias(look.hist, self.prior, look.strength))
 
     @property
     def takes_hints(self) -> bool:

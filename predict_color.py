@@ -20,6 +20,7 @@ from PIL import Image
 # Colorizer and DEFAULT_MODEL are also imported from here
 from colorizer import DEFAULT_MODEL, DEFAULT_TORCH_MODEL, Colorizer, decode_overrides, ordered_map, torch_available
 from colour_prior import REFERENCE_STRENGTH, ColourPrior, PriorError
+from memory import Bank
 from hints import Hint, HintError, check_inside, load_hints, parse_hint
 from image_io import (INPUT_EXTENSIONS, MAX_PIXELS, STDERR_LOCK, InputError, first_line, format_for_extension,
                       open_image, output_format, read_grey, save_histogram, save_image)
@@ -151,6 +152,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--reference-strength", type=_positive(float, zero=True), default=REFERENCE_STRENGTH,
                    help=f"how strongly the reference steers the colours: 0 = not at all, {REFERENCE_STRENGTH:g} = "
                         "the default, higher = more of its colours at the cost of accuracy")
+    p.add_argument("--memory", metavar="BANK", help="a colour memory built with build_memory.py from your own colour "
+                   "photos: each photo borrows the colours of the most similar ones, as far as they can be trusted "
+                   "(a film: those found for its first frame)")
     p.add_argument("--edit", action="store_true", help="open the photo in the colour editor, a page in the browser "
                    "(docs/editor.md): click points, pick colours, save; starts from --hint/--hints if given")
     p.add_argument("--port", type=_port, default=0, help="--edit: the local port (default: a free one)")
@@ -207,16 +211,19 @@ def _plan(inputs: list[tuple[str, str]], args: argparse.Namespace, many: bool) -
 
 def colorize_file(colorizer: Colorizer, src: str, dst: str, histo: bool, workers: int = 1,
                   max_pixels: int | None = MAX_PIXELS, notify: Callable[[str], None] | None = None,
-                  hints: list[Hint] | None = None, prior: ColourPrior | None = None) -> str | None:
+                  hints: list[Hint] | None = None, prior: ColourPrior | None = None,
+                  memory: Bank | None = None) -> str | None:
     """Colorize src into dst (and its histogram); returns the mood line with -histo. Raises InputError.
     notify gets a line before a very large image is decoded (image_io.read_grey); prior: a colour prior
-    (--reference) for this photo."""
+    (--reference) for this photo; memory: a bank (--memory) to look this photo's colour prior up in."""
     output_format(dst)  # an unknown output format fails before the work, not after
     grey, alpha = read_grey(src, max_pixels, notify)
     try:
         check_inside(hints or [], grey.shape[1], grey.shape[0], src)
     except HintError as e:
         raise InputError(str(e)) from None
+    if memory is not None:
+        prior = colorizer.memory_prior(grey, memory)
     out = colorizer.colorize_to_image(grey, alpha, workers=workers, hints=hints, prior=prior)
     del grey, alpha
     save_image(out, dst)
@@ -272,6 +279,8 @@ def colorize_film(colorizer: Colorizer, src: str, dst: str, args: argparse.Names
     """A film src into dst (video.colorize_video, with the flags' settings). Raises InputError."""
     if args.hint or args.hints:
         raise InputError(f"{src}: colour hints (--hint, --hints) are for photos, not films")
+    if args.memory:
+        raise InputError(f"{src}: --memory is for photos; give a film its colours with --reference")
     from video import colorize_video  # PyAV loads only for films
     colorize_video(colorizer, src, dst, stabilize=args.stabilize, crf=args.crf, workers=workers, progress=progress,
                    prior=prior)
@@ -303,9 +312,23 @@ def _hints(args: argparse.Namespace, colorizer: Colorizer, many: bool) -> list[H
     return hints
 
 
+def _memory(args: argparse.Namespace) -> Bank | None:
+    """The --memory bank, or None; PriorError (one line) for a file that is not one."""
+    if not args.memory:
+        return None
+    if not os.path.isfile(args.memory):
+        raise PriorError(f"{args.memory}: colour memory not found")
+    try:
+        return Bank.load(args.memory)
+    except (OSError, ValueError, KeyError):
+        raise PriorError(f"{args.memory}: not a colour memory (a .npz file that build_memory.py writes)") from None
+
+
 def _reference(args: argparse.Namespace, colorizer: Colorizer) -> ColourPrior | None:
     """The --reference photos' colour prior, made once for every input; InputError or PriorError (one line)
     for a reference that cannot be read or a model that cannot take one."""
+    if args.reference and args.memory:
+        raise PriorError("give --reference or --memory, not both")
     if not args.reference:
         return None
     images = [open_image(path, max_pixels=args.max_pixels or None) for path in args.reference]
@@ -353,7 +376,7 @@ def _colorize_all(args: argparse.Namespace, colorizer: Colorizer, workers: int) 
     many = len(inputs) > 1 or any(os.path.isdir(i) for i in args.image)
     try:
         hints = _hints(args, colorizer, many)
-        prior = _reference(args, colorizer)
+        prior, memory = _reference(args, colorizer), _memory(args)
     except (HintError, InputError, PriorError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -375,7 +398,7 @@ def _colorize_all(args: argparse.Namespace, colorizer: Colorizer, workers: int) 
     film = functools.partial(colorize_film, colorizer, args=args, workers=1 if many else workers, progress=not many,
                              prior=prior)
     job = functools.partial(_colorize_one, colorizer, film=film, all_films=args.video, histo=args.histo,
-                            workers=1 if many else workers, hints=hints, prior=prior, max_pixels=args.max_pixels or None,
+                            workers=1 if many else workers, hints=hints, prior=prior, memory=memory, max_pixels=args.max_pixels or None,
                             notify=lambda line: say(f"note: {line}"))
     failed = 0
     for summary, error in ordered_map(job, _plan(inputs, args, many), workers if many else 1):

@@ -2,8 +2,9 @@
 
 python -m experiments.memory_features FOLDER [FOLDER ...] --cache DIR [--limit N] [--seed 0]
 
-Each photo: its grey version through the shipped network's encoder at the colorizer's size -> the deepest
-feature map's per-channel mean and standard deviation (E = 640 for EfficientNet-Lite0), and the original's ab
+Each photo: its grey version through the shipped network at the colorizer's size -> its "embedding" output,
+the deepest encoder feature map's per-channel mean and standard deviation (E = 640 for EfficientNet-Lite0;
+the caches of 2026-12-06 were made from the torch encoder without the graph's padding), and the original's ab
 histogram over the model's bins (colour_prior.photo_histogram). The photos of all folders are shuffled with
 a seed, so a partial cache is a fair sample of them all. Chunks of 256 photos: DIR/chunk_00000.npz, ...
 with the paths, so a rerun skips what is done.
@@ -15,12 +16,12 @@ import glob
 import os
 
 import numpy as np
-import torch
 from PIL import Image
 
 import colour_prior as cp
-from colorizer import DEFAULT_MODEL, Colorizer, _downscale, _grey_to_l
-from utils import IMAGE_EXTENSIONS
+from build_memory import raw_embedding
+from colorizer import DEFAULT_MODEL, Colorizer
+from image_io import INPUT_EXTENSIONS as IMAGE_EXTENSIONS
 
 CHUNK = 256
 
@@ -32,16 +33,6 @@ def list_photos(folders: list[str], seed: int) -> list[str]:
     return paths
 
 
-@torch.inference_mode()
-def raw_embedding(colorizer: Colorizer, grey: np.ndarray) -> np.ndarray:
-    """Grey (H, W) uint8 -> (2C,) float32: the deepest encoder features' mean and std over the image."""
-    h, w = grey.shape
-    l_n = colorizer.norm.l(_grey_to_l(_downscale(grey, colorizer.net_size(w, h)))[None, None])
-    model = colorizer.model
-    feats = model.encoder(model.encoder_input(l_n))[-1][0].float()
-    return torch.cat([feats.mean((1, 2)), feats.std((1, 2), correction=0)]).numpy()
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("folders", nargs="+")
@@ -50,9 +41,8 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    torch.set_num_threads(1)
     colorizer = Colorizer.from_checkpoint(args.model)
-    bins = colorizer.model.bins.numpy().astype(np.float64)
+    bins = colorizer.bins
     paths = list_photos(args.folders, args.seed)[: args.limit or None]
     os.makedirs(args.cache, exist_ok=True)
     for c in range(0, len(paths), CHUNK):

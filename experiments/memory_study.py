@@ -17,17 +17,15 @@ import json
 import os
 
 import numpy as np
-import torch
 from PIL import Image
 from scipy.optimize import minimize
 
 import colour_prior as cp
 from colorizer import DEFAULT_MODEL, Colorizer
 from evaluate import colourfulness, psnr
-from experiments.memory_features import raw_embedding
-from experiments.reference_study import decode, logits
+from build_memory import network_l, raw_embedding
+from image_io import INPUT_EXTENSIONS as IMAGE_EXTENSIONS
 from memory import K, TAU, TRUST_FEATURES, Bank, Trust
-from utils import IMAGE_EXTENSIONS, prior_from_weights
 
 STRENGTHS = np.array([0.0, 0.15, 0.3, 0.45, 0.6, 0.8])
 TRAIN = os.path.join("..", "shared", "data", "train")
@@ -46,26 +44,18 @@ def load_cache(cache: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
             [str(x) for p in parts for x in p["paths"]])
 
 
-@torch.inference_mode()
-def network_hist(colorizer: Colorizer, out: torch.Tensor) -> np.ndarray:
-    """The network's own colour distribution: its decoded probabilities averaged over the pixels (Q,)."""
-    m, d = colorizer.model, colorizer.decode
-    p = torch.softmax((out.float() - d.prior_correction * m.log_weights[None, :, None, None]) / d.temperature, 1)
-    return p.mean((0, 2, 3)).numpy()
-
-
 def score_photo(colorizer, bank: Bank, prior: np.ndarray, path: str, exclude=None) -> dict:
     """One photo: the lookup's features and PSNR gain / colourfulness at every strength of the grid."""
     with Image.open(path) as im:
         true = np.asarray(im.convert("RGB"))
     grey = np.asarray(Image.fromarray(true).convert("L"))
-    out, size = logits(colorizer, grey)
-    look = bank.lookup(raw_embedding(colorizer, grey), network_hist(colorizer, out), exclude)
+    out = colorizer.run(network_l(colorizer, grey), outputs=("embedding", "probs"))
+    # the network's own colour distribution: its decoded probabilities averaged over the pixels (Q,)
+    look = bank.lookup(out["embedding"][0], out["probs"][0].mean((1, 2)), exclude)
     g = psnr(np.repeat(grey[..., None], 3, -1), true)
     gains, cfs = [], []
     for s in STRENGTHS:
-        bias = cp.prior_bias(look.hist, prior, s) if s else None
-        rgb = colorizer.colorize_grey_with_ab(grey, decode(colorizer, out, size, colorizer.decode, bias))
+        rgb = colorizer.colorize_grey(grey, prior=cp.ColourPrior(cp.prior_bias(look.hist, prior, s)))
         gains.append(psnr(rgb, true) - g)
         cfs.append(colourfulness(rgb))
     return {"path": path, "features": look.features.tolist(), "gain": gains, "cf": cfs,
@@ -135,10 +125,8 @@ def main(argv=None) -> int:
                     help="same-kind memory: for each folder, a bank of a seeded half of its photos (with the trust "
                          "fitted here) colours the other half")
     args = ap.parse_args(argv)
-    torch.set_num_threads(1)
     colorizer = Colorizer.from_checkpoint(args.model)
-    prior = prior_from_weights(colorizer.model.log_weights, 0.5).numpy()
-    bins = colorizer.model.bins.numpy()
+    prior, bins = colorizer.prior, colorizer.bins
     parts = [load_cache(c) for c in args.cache]
     raw, hists = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
     paths = [x for p in parts for x in p[2]]
