@@ -2,10 +2,10 @@
 
 python bench_editor.py [--image ../shared/data/bench/kodak/kodim03.png] [--repeats 15] [--hints 1 10]
 
-A server (editor_server) on 127.0.0.1 with the shipped model; each timed request is what the page sends
+A server (editor_server) on 127.0.0.1 with the shipped model (ONNX; --model a .pt for torch); each timed request is what the page sends
 after a click, a drag or a picked colour: POST /api/colorize with the whole list of hints (the last one
-moved each time, so nothing is cached), until the PNG has arrived. Also printed: the one-off start (reading
-the photo and running the network), the first suggestion (the network's distribution, once) and later ones,
+moved each time, so nothing is cached), until the PNG has arrived. Also printed: the one-off start (running
+the network once: its colours and the distribution the suggestions come from), the first suggestion and later ones,
 and the part of a preview spent in the hint propagation and merge (EditorSession.preview) rather than in
 PNG encoding and HTTP. Each figure is the median of --repeats. The browser's decoding of the PNG (a few ms)
 is not included. Writes the figures as JSON (--out) with the machine described.
@@ -23,7 +23,6 @@ import threading
 import time
 
 import numpy as np
-import torch
 from PIL import Image
 
 from bench_inference import cpu_name
@@ -70,10 +69,11 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=os.path.join(HERE, "bench", "results", "editor-cpu.json"))
     args = p.parse_args(argv)
     image = args.image if os.path.exists(args.image) else os.path.join(HERE, "data", "sample_grey.jpg")
-    torch.set_num_threads(1)  # as predict_color.py runs it: its own worker threads, one per core
     workers = len(os.sched_getaffinity(0))
-
     colorizer = Colorizer.from_checkpoint(args.model)
+    if colorizer.model is not None:  # torch: as predict_color.py runs it, its own worker threads, one per core
+        import torch
+        torch.set_num_threads(1)
     grey = photo(image)
     t0 = time.perf_counter()
     session = EditorSession(colorizer, grey, None, os.path.join(HERE, "bench", "tmp", "editor.png"), workers=workers)
@@ -118,13 +118,17 @@ def main(argv=None) -> int:
 
     print(f"colour editor, {SIZE[0]}x{SIZE[1]} ({result['image']}), median of {args.repeats}, "
           f"{workers} worker thread(s):")
-    print(f"  start (read, network once):        {start_s:.2f} s")
-    print(f"  first suggestion (distribution):   {first_suggest_s:.2f} s; later ones {result['suggest_s'] * 1e3:.0f} ms")
+    print(f"  start (network once):              {start_s:.2f} s")
+    print(f"  first suggestion:                  {first_suggest_s:.2f} s; later ones {result['suggest_s'] * 1e3:.0f} ms")
     for r in result["per_hints"]:
         print(f"  hint change -> new preview, {r['hints']:>2} point(s): {r['click_to_preview_s'] * 1e3:.0f} ms "
               f"(propagation and merge {r['propagate_and_merge_s'] * 1e3:.0f} ms, the rest PNG and HTTP)")
-    result["machine"] = {"cpu": cpu_name(), "cores": os.cpu_count(), "torch": torch.__version__,
-                         "python": platform.python_version(), "load_average": os.getloadavg()}
+    import onnxruntime
+    torch = sys.modules.get("torch")
+    result["model"] = os.path.relpath(args.model, HERE)
+    result["machine"] = {"cpu": cpu_name(), "cores": os.cpu_count(), "torch": torch and torch.__version__,
+                         "onnxruntime": onnxruntime.__version__, "python": platform.python_version(),
+                         "load_average": os.getloadavg()}
     result["date"] = time.strftime("%Y-%m-%d %H:%M:%S")
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:

@@ -239,20 +239,44 @@ class Colorizer:
         """Grey (H, W) (uint8, uint16 or float in [0, 1]) -> ab in Lab units at the network's resolution,
         (1, 2, h, w) float32. hints: points of known colour in the grey's pixels, given to the network if it
         takes them and then propagated (HintError for a hint outside the image); prior: a colour prior for
-        this photo (colour_prior.ColourPrior, e.g. a reference photo's colours; classification heads)."""
+        this photo (colour_prior.ColourPrior, e.g. a reference photo's colours; classification heads).
+        The steps around the network are public (network_input, hint_input, finish_ab) so that a front end
+        that keeps the network's output (the editor) redoes exactly what comes after it."""
+        self.check_prior(prior)
+        hint_input = self.hint_input(hints, grey.shape)
+        l_small = self.network_input(grey)
+        out = self.run(l_small, hint_input if self.takes_hints else None, prior and prior.bias, outputs=("ab",))
+        return self.finish_ab(out["ab"], l_small, hint_input, prior)
+
+    def check_prior(self, prior: ColourPrior | None) -> None:
+        """PriorError (one line) for a colour prior on a model that cannot take one (a regression head)."""
         if prior is not None and self.bins is None:
             raise PriorError("colours from a reference or a memory need a model with a classification head; "
                              "this one has a regression head")
+
+    def network_input(self, grey: np.ndarray) -> np.ndarray:
+        """Grey (H, W) -> the L (1, 1, h, w) in [0, 100] of the copy the network sees (net_size): run's input,
+        and the lightness the hints are propagated with."""
         h, w = grey.shape
-        nw, nh = self.net_size(w, h)
-        hint_input = None
-        if hints:
-            if not (self.takes_hints or self.propagation):
-                raise HintError("this model was trained without a hint input and hint propagation is off")
-            hint_input = hint_map(hints, (w, h), (nw, nh), self.ab_scale)
-        l_small = levels_to_l(_downscale(grey, (nw, nh)))[None, None]
-        out = self.run(l_small, hint_input if self.takes_hints else None, prior and prior.bias, outputs=("ab",))
-        ab = centred_gain(out["ab"], prior.gain) if prior else out["ab"]
+        return levels_to_l(_downscale(grey, self.net_size(w, h)))[None, None]
+
+    def hint_input(self, hints: list[Hint] | None, shape: tuple[int, int]) -> np.ndarray | None:
+        """Hints in the pixels of a grey of shape (H, W) -> the (1, 3, h, w) hint map at the network's size,
+        or None without hints. HintError for a hint outside the image or a model that cannot use hints."""
+        if not hints:
+            return None
+        if not (self.takes_hints or self.propagation):
+            raise HintError("this model was trained without a hint input and hint propagation is off")
+        h, w = shape
+        return hint_map(hints, (w, h), self.net_size(w, h), self.ab_scale)
+
+    def finish_ab(self, out_ab: np.ndarray, l_small: np.ndarray, hint_input: np.ndarray | None = None,
+                  prior: ColourPrior | None = None) -> np.ndarray:
+        """What predict_ab does after the network: its ab output (1, 2, h2, w2) (run(...)["ab"]) -> ab
+        (1, 2, h, w) at the size of l_small (network_input): the prior's gain, the upsampling, and the hints'
+        correction spread over similar pixels (hint_input as from hint_input; None: no hints)."""
+        ab = centred_gain(out_ab, prior.gain) if prior else out_ab
+        nh, nw = l_small.shape[-2:]
         ab = upsample_rows(ab[0], 0, nh, nh, nw)[None]
         if hint_input is not None and self.propagation:
             ab = propagate_hints(ab, l_small, hint_input, self.ab_scale, *self.propagation)

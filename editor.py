@@ -1,14 +1,16 @@
 """The colour editor's session: one photo, the network's answer for it (computed once), and previews of edits.
 
-EditorSession.open(colorizer, "x.jpg", "Coloured_x.png") reads the photo and runs the network once; each
-edit then only redoes what comes after the network: the hints' correction (hints.hint_map +
-propagate_hints, exactly as Colorizer.predict_ab does them) and the merge with the grey, on a copy of the
-photo whose long side is at most PREVIEW_SIDE. Saving goes through the normal pipeline
-(Colorizer.colorize_to_image with the hints, at full resolution), so the saved photo is the one the CLI
-writes with `--hints` on the saved hints file.
+EditorSession.open(colorizer, "x.jpg", "Coloured_x.png") reads the photo and runs the network once (its
+colours and, for a classification head, its distribution, which the suggested colours come from); each
+edit then only redoes what comes after the network, with the very steps Colorizer.predict_ab takes
+(Colorizer.hint_input and finish_ab: the hint map, the upsampling, the hints' correction spread by
+propagate_hints), and the merge with the grey, on a copy of the photo whose long side is at most
+PREVIEW_SIDE. Saving goes through the normal pipeline (Colorizer.colorize_to_image with the hints, at full
+resolution), so the saved photo is the one the CLI writes with `--hints` on the saved hints file.
 
-Everything that reads the network's internals (the classification head's distribution, for the suggested
-colours) is in one function, colour_field; the rest uses Colorizer's public methods. The HTTP front end is
+Pure numpy around Colorizer.run: it works on either runner (ONNX without torch, or a torch checkpoint).
+An optional colour prior (colour_prior.ColourPrior, e.g. from a reference photo) shapes the automatic
+colours, the suggestions and the saved photo as it shapes the CLI's. The HTTP front end is
 editor_server.py; undo and redo live in the page, which sends the whole list of hints with every request.
 Every method may be called from several threads: the model and the caches are used under one lock.
 """
@@ -22,14 +24,13 @@ import threading
 from typing import NamedTuple
 
 import numpy as np
-import torch
 from PIL import Image
 
 from colorizer import Colorizer
-from hints import Hint, HintError, check_inside, hint_map, hints_to_json, propagate_hints
+from colour_prior import ColourPrior, centred_gain
+from hints import Hint, HintError, check_inside, hints_to_json
 from image_io import MAX_PIXELS, read_grey, save_image, write_file
-from model import ColorEnsemble
-from utils import grey_to_l, lab_to_rgb, rgb_to_lab
+from lab import lab_to_rgb, levels_to_l, rgb_to_lab
 
 PREVIEW_SIDE = 1024   # long side of the preview, in pixels (a larger photo is previewed scaled down)
 MAX_HINTS = 500       # more points than anyone clicks; bounds the work a request can ask for
@@ -68,62 +69,49 @@ def preview_grey(grey: np.ndarray, side: int = PREVIEW_SIDE) -> np.ndarray:
     return resize_grey(grey, (max(1, round(w * s)), max(1, round(h * s))))
 
 
-def network_lightness(grey: np.ndarray, net_size: tuple[int, int]) -> torch.Tensor:
-    """L (1, 1, h, w) in [0, 100] of the copy the network sees (net_size (w, h)): what Colorizer.predict_ab
-    gives propagate_hints as the lightness."""
-    return grey_to_l(torch.from_numpy(_unit_grey(resize_grey(grey, net_size))))[None, None]
-
-
-def hinted_ab(colorizer: Colorizer, ab: torch.Tensor, l_small: torch.Tensor, hints: list[Hint],
-              size: tuple[int, int]) -> torch.Tensor:
-    """The network's automatic ab (1, 2, h, w) in Lab units, corrected by the hints after the network as
-    Colorizer.predict_ab does it: the same hint map, propagated with the same settings. size: the photo's
-    (W, H); l_small: network_lightness. Only for a network without a hint input (it would have to rerun)."""
-    if not hints:
-        return ab
-    if not colorizer.propagation:
-        raise HintError("this model was trained without a hint input and hint propagation is off")
-    hint_input = hint_map(hints, size, (ab.shape[-1], ab.shape[-2]), colorizer.norm.ab_scale).to(ab.device)
-    return propagate_hints(ab, l_small.to(ab.device), hint_input, colorizer.norm.ab_scale, *colorizer.propagation)
-
-
 # ---------------------------------------------------------------------------------------------------
 # Suggested colours
 class ColourField(NamedTuple):
     """What the network thinks of every place, at its head's resolution (h, w):
-    probs (h, w, Q) float32, each row a distribution over the ab bins (Q = every member's bins for an
-    ensemble), or None for a regression head; bins (Q, 2) their ab in Lab units (None for regression);
-    ab (h, w, 2) the decoded colour in Lab units."""
+    probs (h, w, Q) float32, each row a distribution over the ab bins (the runner's "probs": the mean of an
+    ensemble's members), or None for a regression head; bins (Q, 2) their ab in Lab units (None for
+    regression); ab (h, w, 2) the decoded colour in Lab units; gain and centre: a colour prior's centred
+    gain on the decoded colours (centre + gain (ab - centre)), applied to the bins offered too."""
     probs: np.ndarray | None
     bins: np.ndarray | None
     ab: np.ndarray
+    gain: float = 1.0
+    centre: tuple[float, float] = (0.0, 0.0)
 
 
-@torch.inference_mode()
-def colour_field(colorizer: Colorizer, grey: np.ndarray) -> ColourField:
-    """The network's colour distribution over the photo grey (H, W), as its decode settings shape it:
-    softmax((logits - c log w) / T) of the classification head (model.Decode's prior_correction c and
-    temperature T), the mean of an ensemble's members. The one place that reads the model's internals
-    (a runner without torch would give the same three arrays)."""
-    model, dec = colorizer.model, colorizer.decode
-    nw, nh = colorizer.net_size(grey.shape[1], grey.shape[0])
-    l_norm = colorizer.norm.l(network_lightness(grey, (nw, nh))).to(colorizer.device)
-    out = model(l_norm, None)
-    ab = colorizer.norm.ab_inv(model.decode(out, dec))[0].permute(1, 2, 0).float().cpu().numpy()
-    if model.cfg.head != "classification":
-        return ColourField(None, None, ab)
-    nets, outs = (model.members, out) if isinstance(model, ColorEnsemble) else ([model], [out])
-    probs = [torch.softmax((o.float() - dec.prior_correction * m.log_weights[None, :, None, None])
-                           / dec.temperature, dim=1)[0] / len(nets) for m, o in zip(nets, outs)]
-    bins = torch.cat([m.bins for m in nets]).float().cpu().numpy()
-    return ColourField(torch.cat(probs).permute(1, 2, 0).cpu().numpy(), bins, ab)
+def field_from_output(colorizer: Colorizer, out: dict, prior: ColourPrior | None = None) -> ColourField:
+    """Colorizer.run's output (with "ab" and, for a classification head, "probs") -> its ColourField.
+    probs is softmax((logits - c log w + bias) / T) with the model's decode settings (and the prior's bias,
+    if run was given it); prior: the same prior, for its gain."""
+    ab = out["ab"]
+    gain, centre = 1.0, (0.0, 0.0)
+    if prior is not None and prior.gain != 1.0:
+        gain, centre = float(prior.gain), tuple(float(v) for v in ab[0].mean((-2, -1)))
+        ab = centred_gain(ab, prior.gain)
+    probs = out.get("probs") if colorizer.bins is not None else None
+    probs = None if probs is None else probs[0].transpose(1, 2, 0)  # a view: no copy of the (Q, h, w) array
+    return ColourField(probs, colorizer.bins, ab[0].transpose(1, 2, 0), gain, centre)
+
+
+def colour_field(colorizer: Colorizer, grey: np.ndarray, prior: ColourPrior | None = None) -> ColourField:
+    """The network's colour distribution over the photo grey (H, W), as its decode settings (and prior)
+    shape it. One network run; EditorSession keeps the one it makes when it opens the photo."""
+    colorizer.check_prior(prior)
+    out = colorizer.run(colorizer.network_input(grey), None, prior and prior.bias, outputs=("ab", "probs"))
+    return field_from_output(colorizer, out, prior)
 
 
 def _ab_to_rgb(ab: np.ndarray, lightness: float) -> np.ndarray:
     """ab (n, 2) at Lab lightness -> sRGB (n, 3) uint8 (out-of-gamut colours clipped)."""
-    lab = torch.cat([torch.full((len(ab), 1), float(lightness)), torch.from_numpy(ab).float()], 1)
-    rgb = lab_to_rgb(lab.T[:, :, None])[:, :, 0].T
-    return rgb.mul(255).round().to(torch.uint8).numpy()
+    ab = np.asarray(ab, dtype=np.float32)
+    L = np.full((1, len(ab)), lightness, dtype=np.float32)
+    rgb = lab_to_rgb(L, ab.T[:, None, :])[:, 0].T
+    return np.rint(rgb * 255).astype(np.uint8)
 
 
 def _candidates(field: ColourField, i: int, j: int) -> tuple[np.ndarray, np.ndarray]:
@@ -137,7 +125,11 @@ def _candidates(field: ColourField, i: int, j: int) -> tuple[np.ndarray, np.ndar
         return ab.astype(np.float32), np.linspace(1, 0.5, len(ab))
     p = field.probs[i, j]
     order = np.argsort(-p)[: 8 * SUGGESTIONS]
-    return field.bins[order], p[order]
+    ab = field.bins[order]
+    if field.gain != 1.0:  # the colours the decode would give these bins under the prior's gain
+        centre = np.asarray(field.centre, dtype=np.float32)
+        ab = centre + np.float32(field.gain) * (ab - centre)
+    return ab, p[order]
 
 
 def top_colours(field: ColourField, fx: float, fy: float, lightness: float, k: int = SUGGESTIONS) -> list[str]:
@@ -149,7 +141,7 @@ def top_colours(field: ColourField, fx: float, fy: float, lightness: float, k: i
     i, j = min(int(fy * h), h - 1), min(int(fx * w), w - 1)
     ab, weight = _candidates(field, i, j)
     rgb = _ab_to_rgb(ab, lightness)
-    lab = rgb_to_lab(torch.from_numpy(rgb).T[:, :, None])[:, :, 0].T.numpy()
+    lab = rgb_to_lab(rgb.T / 255.0).T
     centres, mass, colours = [], [], []
     for c, p, colour in zip(lab, weight, rgb):
         near = [n for n, d in enumerate(centres) if np.linalg.norm(d - c) < MERGE_DE]
@@ -173,12 +165,15 @@ class EditorSession:
     """One photo being edited. preview(hints) -> RGB at preview size; suggest(x, y) -> colours; save(hints).
 
     x, y and hints are in the photo's own pixels (full resolution); HintError for a hint outside it.
+    prior: a colour prior for this photo (colour_prior.ColourPrior, e.g. Colorizer.reference_prior), used
+    as the CLI uses it (classification heads; PriorError otherwise); None: the automatic colours.
     """
 
     def __init__(self, colorizer: Colorizer, grey: np.ndarray, alpha: Image.Image | None, output: str,
                  hints: list[Hint] = (), name: str = "the photo", preview_side: int = PREVIEW_SIDE,
-                 workers: int = 1):
-        self.colorizer, self.grey, self.alpha = colorizer, grey, alpha
+                 workers: int = 1, prior: ColourPrior | None = None):
+        colorizer.check_prior(prior)
+        self.colorizer, self.grey, self.alpha, self.prior = colorizer, grey, alpha, prior
         self.height, self.width = grey.shape
         self.name, self.output, self.hints_output = name, output, hints_path(output)
         self.workers = workers
@@ -186,11 +181,14 @@ class EditorSession:
         self.start_hints = list(hints)
         self.lock = threading.Lock()  # the model, its threads and the caches: one request at a time
         self.small_grey = preview_grey(grey, preview_side)
-        with self.lock, torch.inference_mode():
-            # The network's answer without hints, once: every edit starts from it (see hinted_ab).
-            self._auto_ab = colorizer.predict_ab(grey)
-            self._l_small = network_lightness(grey, colorizer.net_size(self.width, self.height))
-        self._field: ColourField | None = None  # computed at the first suggestion
+        with self.lock:
+            # The network's answer without hints, once: its colours (every edit starts from them) and its
+            # distribution (the suggestions), from one run, as Colorizer.predict_ab runs it.
+            self._l_small = colorizer.network_input(grey)
+            out = colorizer.run(self._l_small, None, prior and prior.bias, outputs=("ab", "probs"))
+            self._net_ab = out["ab"]
+            self._auto_ab = colorizer.finish_ab(self._net_ab, self._l_small, None, prior)
+            self._field = field_from_output(colorizer, out, prior)
         self._auto_png: bytes | None = None
 
     @classmethod
@@ -215,16 +213,19 @@ class EditorSession:
         return {"name": os.path.basename(self.name), "width": self.width, "height": self.height,
                 "preview_width": pw, "preview_height": ph, "hints": hints_to_json(self.start_hints),
                 "output": self.output, "hints_output": self.hints_output,
-                "head": self.colorizer.model.cfg.head}
+                "head": "regression" if self.colorizer.bins is None else "classification"}
 
-    def ab(self, hints: list[Hint]) -> torch.Tensor:
-        """The hinted ab (1, 2, h, w) at the network's resolution, from the cached network output (a network
-        that itself takes hints reruns)."""
+    def ab(self, hints: list[Hint]) -> np.ndarray:
+        """The hinted ab (1, 2, h, w) at the network's resolution, from the cached network output as
+        Colorizer.predict_ab finishes it (a network that itself takes hints reruns)."""
         self.check(hints)
-        with self.lock, torch.inference_mode():
-            if self.colorizer.takes_hints and hints:
-                return self.colorizer.predict_ab(self.grey, hints)
-            return hinted_ab(self.colorizer, self._auto_ab, self._l_small, hints, (self.width, self.height))
+        if not hints:
+            return self._auto_ab
+        with self.lock:
+            if self.colorizer.takes_hints:
+                return self.colorizer.predict_ab(self.grey, hints, self.prior)
+            hint_input = self.colorizer.hint_input(hints, self.grey.shape)
+            return self.colorizer.finish_ab(self._net_ab, self._l_small, hint_input, self.prior)
 
     def preview(self, hints: list[Hint]) -> np.ndarray:
         """The photo coloured with these hints at preview size: RGB (h, w, 3) uint8."""
@@ -245,24 +246,21 @@ class EditorSession:
 
     def lightness(self, x: float, y: float) -> float:
         """Lab L of the photo at pixel (x, y)."""
-        v = _unit_grey(self.grey[int(round(y)), int(round(x))][None, None])
-        return float(grey_to_l(torch.from_numpy(v))[0, 0])
+        i, j = int(round(y)), int(round(x))
+        return float(levels_to_l(self.grey[i:i + 1, j:j + 1])[0, 0])
 
     def suggest(self, x: float, y: float, k: int = SUGGESTIONS) -> list[str]:
         """The network's likeliest colours at pixel (x, y), most likely first, as #rrggbb at its lightness."""
         self.check([Hint(x, y, (0, 0, 0))])
-        with self.lock:
-            if self._field is None:
-                self._field = colour_field(self.colorizer, self.grey)
-            field = self._field
-        return top_colours(field, (x + 0.5) / self.width, (y + 0.5) / self.height, self.lightness(x, y), k)
+        return top_colours(self._field, (x + 0.5) / self.width, (y + 0.5) / self.height, self.lightness(x, y), k)
 
     def save(self, hints: list[Hint]) -> dict:
         """The full-resolution result with these hints, as the CLI colours it, to self.output, and the hints
         to self.hints_output (both atomically; InputError if either cannot be written). Returns the paths."""
         self.check(hints)
         with self.lock:
-            out = self.colorizer.colorize_to_image(self.grey, self.alpha, workers=self.workers, hints=hints)
+            out = self.colorizer.colorize_to_image(self.grey, self.alpha, workers=self.workers, hints=hints,
+                                                   prior=self.prior)
             save_image(out, self.output)
             text = json.dumps(hints_to_json(hints), indent=1) + "\n"
             write_file(self.hints_output, lambda f: f.write(text.encode("utf-8")))

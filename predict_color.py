@@ -348,7 +348,8 @@ def _edit(colorizer: Colorizer, inputs: list[tuple[str, str]], many: bool, hints
         if error:
             raise InputError(error)
         output_format(dst)
-        session = EditorSession.open(colorizer, src, dst, hints, args.max_pixels or None, workers=workers)
+        session = EditorSession.open(colorizer, src, dst, hints, args.max_pixels or None, workers=workers,
+                                     prior=getattr(args, "reference_prior", None))  # set where --reference is
         return serve(session, args.port, open_browser=args.browser)
     except (InputError, HintError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -15,7 +15,8 @@ import pytest
 from PIL import Image
 
 import editor
-from colorizer import DEFAULT_MODEL, Colorizer
+from colorizer import DEFAULT_MODEL, DEFAULT_TORCH_MODEL, Colorizer
+from colour_prior import ColourPrior, PriorError
 from editor import ColourField, EditorSession, colour_field, top_colours
 from editor_server import MAX_BODY, EditorServer
 from hints import Hint, load_hints, parse_colour
@@ -84,12 +85,42 @@ def png(data: bytes) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------------
 # The session
-def test_previews_from_the_cached_network_output_equal_the_full_pipeline(shipped, session, grey_path):
-    """Without and with hints, the preview (here at full size) is exactly what Colorizer.colorize gives."""
+@pytest.mark.parametrize("model", [DEFAULT_MODEL, DEFAULT_TORCH_MODEL], ids=["onnx", "torch"])
+def test_previews_from_the_cached_network_output_equal_the_full_pipeline(model, shipped, grey_path, tmp_path):
+    """Without and with hints, the preview (here at full size) is exactly what Colorizer.colorize gives, on
+    either runner; so are its suggestions' distributions."""
+    c = shipped if model == DEFAULT_MODEL else Colorizer.from_checkpoint(model)
+    session = EditorSession.open(c, str(grey_path), str(tmp_path / "o.png"))
     grey = Image.open(grey_path)
-    assert np.array_equal(session.preview([]), np.asarray(shipped.colorize(grey)))
+    assert np.array_equal(session.preview([]), np.asarray(c.colorize(grey)))
     hints = [Hint(60, 40, (192, 57, 43)), Hint(150, 100, (40, 90, 220), radius=6)]
-    assert np.array_equal(session.preview(hints), np.asarray(shipped.colorize(grey, hints=hints)))
+    assert np.array_equal(session.preview(hints), np.asarray(c.colorize(grey, hints=hints)))
+    assert np.allclose(session._field.probs.sum(-1), 1, atol=1e-4) and len(session.suggest(60, 40)) >= 3
+    assert session.state()["head"] == "classification"
+
+
+def test_a_colour_prior_shapes_preview_suggestions_and_save(shipped, grey_path, tmp_path):
+    """With a prior (as --reference makes), the automatic preview, hinted previews and the saved photo are
+    Colorizer.colorize's with that prior, and the suggestions come from the biased distribution."""
+    rng = np.random.default_rng(0)
+    ref = np.zeros((64, 64, 3), np.uint8)
+    ref[..., 2] = 200 + rng.integers(0, 40, (64, 64))  # a blue photo
+    ref[..., 1] = 90
+    prior = shipped.reference_prior(Image.fromarray(ref))
+    plain = EditorSession.open(shipped, str(grey_path), str(tmp_path / "p.png"))
+    s = EditorSession.open(shipped, str(grey_path), str(tmp_path / "o.png"), prior=prior)
+    grey = Image.open(grey_path)
+    assert np.array_equal(s.preview([]), np.asarray(shipped.colorize(grey, prior=prior)))
+    assert not np.array_equal(s.preview([]), plain.preview([]))
+    hints = [Hint(60, 40, (192, 57, 43))]
+    assert np.array_equal(s.preview(hints), np.asarray(shipped.colorize(grey, hints=hints, prior=prior)))
+    assert s._field.gain == prior.gain and not np.allclose(s._field.probs, plain._field.probs)
+    field = colour_field(shipped, s.grey, prior)
+    assert np.array_equal(field.probs, s._field.probs) and field.centre == s._field.centre
+    assert 3 <= len(s.suggest(60, 40)) <= editor.SUGGESTIONS
+    s.save(hints)
+    assert np.array_equal(np.asarray(Image.open(s.output)),
+                          np.asarray(shipped.colorize(grey, hints=hints, prior=prior)))
 
 
 def test_a_large_photo_is_previewed_scaled_down(shipped, grey_path, tmp_path):
@@ -124,9 +155,13 @@ def test_a_regression_model_offers_colours_around_its_prediction(tmp_path, grey_
     c = Colorizer.from_checkpoint(str(path))
     s = EditorSession.open(c, str(grey_path), str(tmp_path / "o.png"))
     field = colour_field(c, s.grey)
-    assert field.probs is None
+    assert field.probs is None and s.state()["head"] == "regression"
     colours = s.suggest(50, 50)
     assert len(colours) >= 4 and len(set(colours)) == len(colours)
+    assert np.array_equal(s.preview([Hint(50, 50, (200, 30, 30))]),
+                          c.colorize_grey(s.grey, hints=[Hint(50, 50, (200, 30, 30))]))
+    with pytest.raises(PriorError, match="classification head"):
+        EditorSession.open(c, str(grey_path), str(tmp_path / "o.png"), prior=ColourPrior(np.zeros(3)))
 
 
 # ---------------------------------------------------------------------------------------------------

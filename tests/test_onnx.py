@@ -1,7 +1,7 @@
 """Colorizing without torch: the shipped ONNX model against the torch checkpoint it was exported from
 (same photos within one level, hints too, the same runner outputs), the numpy colour maths against torch's
 and scikit-image's, the export of a small hint model, and the CLI in a process where torch cannot be
-imported (a photo, a folder, hints, -histo, a film; a .pt fails with one line)."""
+imported (a photo, a folder, hints, -histo, a film, the --edit editor's API; a .pt fails with one line)."""
 from __future__ import annotations
 
 import json
@@ -219,6 +219,48 @@ def test_cli_without_torch_film(greys_dir, tmp_path):
     assert r.returncode == 0, r.stderr
     with av.open(str(dst)) as c:
         assert sum(1 for _ in c.decode(video=0)) == 6
+
+
+def test_cli_editor_without_torch(greys_dir, tmp_path):
+    """--edit in a process without torch: the state, suggestions and a hinted preview (the ONNX pipeline's
+    photo), then Ctrl-C stops it cleanly."""
+    import http.client
+    import io
+    import signal
+    src, out = greys_dir / "g0.png", tmp_path / "edited.png"
+    p = subprocess.Popen([sys.executable, "-c", NO_TORCH, "-image", str(src), "--edit", "--no-browser", "--port", "0",
+                          "-output", str(out)], cwd=REPO, env=subprocess_env(), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        line = p.stdout.readline()
+        assert "http://127.0.0.1:" in line, (line, p.stderr.read() if p.poll() is not None else "")
+        port = int(line.split("http://127.0.0.1:")[1].split("/")[0])
+
+        def call(method, path, body=None):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            conn.request(method, path, body and json.dumps(body), {"Content-Type": "application/json"} if body else {})
+            r = conn.getresponse()
+            data = r.read()
+            conn.close()
+            return r.status, data
+        status, data = call("GET", "/api/state")
+        state = json.loads(data)
+        assert status == 200 and (state["width"], state["height"]) == (192, 128)
+        assert state["head"] == "classification" and state["output"] == str(out)
+        status, data = call("GET", "/api/suggest?x=60&y=40")
+        colours = json.loads(data)["colors"]
+        assert status == 200 and len(colours) >= 3 and all(c.startswith("#") and len(c) == 7 for c in colours)
+        status, data = call("POST", "/api/colorize", {"hints": [{"x": 60, "y": 40, "color": "#c0392b"}]})
+        assert status == 200
+        want = Colorizer.from_checkpoint(DEFAULT_MODEL).colorize(Image.open(src), hints=[(60, 40, (192, 57, 43))])
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")), np.asarray(want))
+        p.send_signal(signal.SIGINT)
+        stdout, stderr = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0 and "stopped" in stdout and stderr == "", stderr
+    assert not out.exists()
 
 
 def test_a_torch_checkpoint_without_torch_is_one_line(greys_dir, tmp_path):
