@@ -20,25 +20,18 @@ import sys
 import numpy as np
 from PIL import Image
 
-from colorizer import DEFAULT_MODEL, Colorizer, _downscale
+from colorizer import DEFAULT_MODEL, Colorizer
 from colour_prior import photo_histogram
 from files import CheckpointError
 from image_io import INPUT_EXTENSIONS, InputError, open_image
-from lab import levels_to_l
 from memory import DIMS, Bank, Trust
 
 TRUST = os.path.join(os.path.dirname(os.path.abspath(__file__)), "checkpoints", "memory_trust.json")
 
 
-def network_l(colorizer: Colorizer, grey: np.ndarray) -> np.ndarray:
-    """Grey (H, W) -> L (1, 1, h, w) of the copy the network sees (as Colorizer.predict_ab makes it)."""
-    h, w = grey.shape
-    return levels_to_l(_downscale(grey, colorizer.net_size(w, h)))[None, None]
-
-
 def raw_embedding(colorizer: Colorizer, grey: np.ndarray) -> np.ndarray:
     """Grey (H, W) uint8 -> (2C,) float32: the deepest encoder features' mean and std over the image."""
-    return colorizer.run(network_l(colorizer, grey), outputs=("embedding",))["embedding"][0]
+    return colorizer.run(colorizer.network_input(grey), outputs=("embedding",))["embedding"][0]
 
 
 def entry(colorizer: Colorizer, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -191,9 +191,7 @@ class Colorizer:
                         ) -> ColourPrior:
         """One or more reference photos (PIL images or 8-bit RGB arrays; several pool their colours) -> the
         colour prior that steers the decode towards their colours (colour_prior.reference_prior)."""
-        if self.bins is None:
-            raise PriorError("--reference needs a model with a classification head (its colour bins); "
-                             "this one has a regression head")
+        self.check_prior(True)
         refs = references if isinstance(references, (list, tuple)) else [references]
         rgbs = [np.asarray(r.convert("RGB")) if isinstance(r, Image.Image) else r for r in refs]
         return reference_prior(pool([photo_histogram(r, self.bins) for r in rgbs]), self.prior, strength)
@@ -202,14 +200,10 @@ class Colorizer:
         """A colour prior looked up for this grey photo in a bank of colour photos (memory.py): the network
         runs once for the photo's embedding and its own colours; the bank's neighbours give a histogram and
         the bank's trust a strength. (predict_ab then runs the network again with the prior.)"""
-        if self.bins is None:
-            raise PriorError("--memory needs a model with a classification head (its colour bins); "
-                             "this one has a regression head")
+        self.check_prior(True)
         if bank.hists.shape[1] != len(self.bins) or not np.allclose(bank.bins, self.bins):
             raise PriorError("the memory bank was built for another model's colour bins (build_memory.py -model)")
-        h, w = grey.shape
-        out = self.run(levels_to_l(_downscale(grey, self.net_size(w, h)))[None, None],
-                       outputs=("embedding", "probs"))
+        out = self.run(self.network_input(grey), outputs=("embedding", "probs"))
         look = bank.lookup(out["embedding"][0], out["probs"][0].mean((1, 2)))
         return ColourPrior(prior_bias(look.hist, self.prior, look.strength))
 
@@ -248,8 +242,9 @@ class Colorizer:
         out = self.run(l_small, hint_input if self.takes_hints else None, prior and prior.bias, outputs=("ab",))
         return self.finish_ab(out["ab"], l_small, hint_input, prior)
 
-    def check_prior(self, prior: ColourPrior | None) -> None:
-        """PriorError (one line) for a colour prior on a model that cannot take one (a regression head)."""
+    def check_prior(self, prior: ColourPrior | bool | None) -> None:
+        """PriorError (one line) for a colour prior (or True: one to be made) on a model that cannot take one
+        (a regression head)."""
         if prior is not None and self.bins is None:
             raise PriorError("colours from a reference or a memory need a model with a classification head; "
                              "this one has a regression head")

@@ -336,10 +336,13 @@ def _reference(args: argparse.Namespace, colorizer: Colorizer) -> ColourPrior | 
 
 
 def _edit(colorizer: Colorizer, inputs: list[tuple[str, str]], many: bool, hints: list[Hint],
-          args: argparse.Namespace, workers: int) -> int:
-    """--edit: the colour editor (editor_server) on the one input photo, until Ctrl-C."""
+          args: argparse.Namespace, workers: int, prior: ColourPrior | None = None) -> int:
+    """--edit: the colour editor (editor_server) on the one input photo, until Ctrl-C; prior: --reference's."""
     if many or args.video or is_video(inputs[0][0]):
         print("error: --edit opens one photo (not a folder, several images or a film)", file=sys.stderr)
+        return 2
+    if args.memory:
+        print("error: --edit takes --reference, not --memory", file=sys.stderr)
         return 2
     (src, dst, error), = _plan(inputs, args, many=False)
     from editor import EditorSession  # the editor's modules load only for --edit
@@ -349,9 +352,9 @@ def _edit(colorizer: Colorizer, inputs: list[tuple[str, str]], many: bool, hints
             raise InputError(error)
         output_format(dst)
         session = EditorSession.open(colorizer, src, dst, hints, args.max_pixels or None, workers=workers,
-                                     prior=getattr(args, "reference_prior", None))  # set where --reference is
+                                     prior=prior)
         return serve(session, args.port, open_browser=args.browser)
-    except (InputError, HintError) as e:
+    except (InputError, HintError, PriorError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except OSError as e:  # the port is taken, or cannot be listened on
@@ -382,7 +385,7 @@ def _colorize_all(args: argparse.Namespace, colorizer: Colorizer, workers: int) 
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.edit:
-        return _edit(colorizer, inputs, many, hints, args, workers)
+        return _edit(colorizer, inputs, many, hints, args, workers, prior)
     if many and args.output and os.path.isfile(args.output):
         print(f"error: {args.output}: is a file, but several inputs need an output folder", file=sys.stderr)
         return 2

@@ -23,7 +23,7 @@ from scipy.optimize import minimize
 import colour_prior as cp
 from colorizer import DEFAULT_MODEL, Colorizer
 from evaluate import colourfulness, psnr
-from build_memory import network_l, raw_embedding
+from build_memory import raw_embedding
 from image_io import INPUT_EXTENSIONS as IMAGE_EXTENSIONS
 from memory import K, TAU, TRUST_FEATURES, Bank, Trust
 
@@ -49,7 +49,7 @@ def score_photo(colorizer, bank: Bank, prior: np.ndarray, path: str, exclude=Non
     with Image.open(path) as im:
         true = np.asarray(im.convert("RGB"))
     grey = np.asarray(Image.fromarray(true).convert("L"))
-    out = colorizer.run(network_l(colorizer, grey), outputs=("embedding", "probs"))
+    out = colorizer.run(colorizer.network_input(grey), outputs=("embedding", "probs"))
     # the network's own colour distribution: its decoded probabilities averaged over the pixels (Q,)
     look = bank.lookup(out["embedding"][0], out["probs"][0].mean((1, 2)), exclude)
     g = psnr(np.repeat(grey[..., None], 3, -1), true)
