@@ -34,6 +34,8 @@ import zlib
 import numpy as np
 from PIL import Image
 
+from colour_prior import REFERENCE_STRENGTH
+
 METRICS = ("psnr", "ssim", "cf", "cf_orig", "auc")
 SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "shared", "data")
 DEFAULT_SETS = [os.path.normpath(os.path.join(SHARED, s)) for s in ("val/general", "val/bsds", "bench/kodak")]
@@ -126,7 +128,7 @@ def _photo(path: str) -> np.ndarray:
 def evaluate(colorizer, paths: list[str], out_dir: str | None = None, sheet_images: int = 6,
              progress: bool = True, save_outputs: bool = False, hints: int = 0, save_grey: bool = False,
              references: dict[str, list[str]] | None = None, steer: str | None = None,
-             reference_strength: float | None = None) -> dict:
+             reference_strength: float = REFERENCE_STRENGTH) -> dict:
     """Score `colorizer` (with `hints` simulated points per image) and the grey baseline on `paths`.
     save_outputs / save_grey: write the colorized / grey images as PNG to out_dir/outputs, out_dir/grey
     (folders for FID). references: {mode: each photo's reference path} (reference_paths): every row gets
@@ -143,7 +145,7 @@ def evaluate(colorizer, paths: list[str], out_dir: str | None = None, sheet_imag
         points = image_hints(colorizer, true, os.path.basename(path), hints) if hints else None
         ref_hists = {m: cp.photo_histogram(true if r[i] == path else _photo(r[i]), colorizer.bins)
                      for m, r in references.items()}
-        prior = (colorizer.reference_prior(ref_hists[steer], reference_strength) if steer else None)
+        prior = (cp.reference_prior(ref_hists[steer], colorizer.prior, reference_strength) if steer else None)
         t0 = time.perf_counter()
         pred = np.asarray(colorizer.colorize(grey_img, hints=points, prior=prior).convert("RGB"))
         seconds += time.perf_counter() - t0
@@ -181,7 +183,7 @@ def print_table(name: str, rows: list[tuple[str, dict]], grey: dict) -> None:
         print(f"{'':<{len(name) + 1}} {label:<16} {m[p + 'psnr']:8.2f} {gain:+6.2f} {m[p + 'ssim']:7.3f} "
               f"{m[p + 'cf']:6.1f} {100 * m[p + 'cf'] / m[p + 'cf_orig']:6.0f} {m[p + 'auc']:7.1f}"
               + ((f" {f:7.2f}" if f is not None else f" {'-':>7}") if fid else "")
-              + "".join(f" {m[k]:10.3f}" if k in m else f" {'-':>10}" for k in hist))
+              + "".join(f" {m[k]:10.3f}" if p == "" and k in m else f" {'-':>10}" for k in hist))
 
 
 def write_results(out: str, res: dict, settings: dict) -> None:
@@ -221,8 +223,8 @@ def main(argv=None) -> int:
     p.add_argument("--reference", nargs="+", choices=("self", "other"), default=[],
                    help="also score each model with a reference photo's colours: its own original (self) or a "
                         "seeded other photo of the same kind (other)")
-    p.add_argument("--reference-strength", type=float, default=None,
-                   help="--reference: the strength (default: colour_prior.REFERENCE_STRENGTH)")
+    p.add_argument("--reference-strength", type=float, default=REFERENCE_STRENGTH,
+                   help=f"--reference: the strength (default {REFERENCE_STRENGTH:g})")
     p.add_argument("--no-propagation", action="store_true",
                    help="hints: the network's answer to its hint input only (no hints.propagate_hints after it)")
     args = p.parse_args(argv)
