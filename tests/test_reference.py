@@ -88,3 +88,21 @@ def test_a_film_takes_the_reference_for_every_frame(tmp_path, colorizer):
     for f, a, s in zip(frames, auto, steered):
         assert np.array_equal(s, colorizer.colorize_grey(f, prior=prior))
         assert mean_ab(Image.fromarray(s))[0] > mean_ab(Image.fromarray(a))[0] + 3  # redder: a up
+
+
+def test_evaluate_scores_the_references_beside_the_automatic_decode(tmp_path, colorizer):
+    import json
+
+    import evaluate
+    folder = tmp_path / "set"
+    folder.mkdir()
+    for name, load in (("a_astronaut", data.astronaut), ("a_coffee", data.coffee), ("b_chelsea", data.chelsea)):
+        Image.fromarray(load()).resize((96, 72)).save(folder / f"{name}.png")
+    assert evaluate.main(["--data", str(folder), "--model", DEFAULT_MODEL, "--reference", "self", "other",
+                          "--out", str(tmp_path / "out")]) == 0
+    res = json.loads((tmp_path / "out" / "results.json").read_text())["set"]
+    auto, own = res["colorizer"]["mean"], res["colorizer+ref self"]["mean"]
+    assert own["hist_self"] < auto["hist_self"] and own["psnr"] > auto["psnr"]
+    assert res["colorizer+ref other"]["mean"]["hist_other"] < auto["hist_other"]
+    # a_ photos take each other as the reference; the lone b_ photo takes one of another kind
+    assert evaluate.reference_paths(["x/a_1.png", "x/a_2.png", "x/b_1.png"], "other")[:2] == ["x/a_2.png", "x/a_1.png"]
