@@ -9,16 +9,24 @@ enlarged) and kept as WebP when they pass, in this order:
   too_small      short side under --min-side;
   grey           colourfulness (Hasler and Suesstrunk 2003, evaluate.colourfulness) under --min-colourfulness:
                  black-and-white and toned photos, which would teach the colorizer to predict grey;
-  excluded_eval  16x16 difference hash (../shared/tools/near_duplicates.py) within --max-bits of a hash of
-                 --exclude-list (the evaluation photos), checked on the decoded original and on the WebP kept;
-  near_dup       within --max-bits of a photo of --train or of one already kept (any source).
+  excluded_eval  16x16 difference hash (../shared/tools/near_duplicates.py) near a hash of --exclude-list (the
+                 evaluation photos), checked on the decoded original and on the WebP kept;
+  near_dup       hash near that of a photo of --train, or within --max-bits of a photo already kept (any
+                 source; near_dup_of_train counts the first kind apart).
+"Near" is the shared tool's rule (within --max-bits of 256 bits, its near()) or the same count over the photo's
+stable bits only: those whose two pixels in the hash's 17x16 grey thumbnail differ by more than --margin grey
+levels. The plain rule misses re-encoded copies with flat regions (skies, walls), whose hash bits flip from
+copy to copy: 23 of the 100 Imagenette photos of ../shared/data/val/general are 7 to 31 bits from their copies
+in the Imagenette mirror, yet 0 bits on their stable bits (margin 2), while none of 1,500 faces, rooms or pets
+each came within 9 stable bits of an evaluation photo.
 Files that do not decode (broken, truncated, Git LFS pointers, blobs absent from the snapshot) count as
 undecodable. Photos land in OUT/<source>/<stable name>.webp beside OUT/<source>/manifest.json (repository, the
 commit read, folders, counts); OUT/manifest.json sums them up.
 
 Rerunnable: a source whose manifest says complete is skipped, and a source cut short carries on from
 OUT/<source>/progress.jsonl (one line per file decided); a source whose mirror is missing is noted and left for
-a later run. The near-duplicate search is exact: the 256 hash bits are cut into max_bits + 1 bands, and two
+a later run. A run with settings other than those OUT was built with stops (delete OUT, or use another).
+The search among kept photos is exact: the 256 hash bits are cut into max_bits + 1 bands, and two
 hashes within max_bits bits agree exactly on at least one band (pigeonhole), so only hashes sharing a band with
 the query are compared.
 """
@@ -191,13 +199,16 @@ def list_images(git_dir: Path, src: Source, extensions: tuple[str, ...]) -> list
 def stable_names(paths: list[str], folders: tuple[str, ...]) -> list[str]:
     """A file name per path: the path below its source folder, '/' -> '__', odd characters -> '_', no
     extension; a name met twice (a.jpg beside a.png) gets a counter."""
-    names, seen = [], {}
+    names, seen = [], set()
     for p in paths:
         rel = next((p[len(f) + 1:] for f in folders if p.startswith(f + "/")), p)
         stem = re.sub(r"[^A-Za-z0-9._-]", "_", os.path.splitext(rel)[0].replace("/", "__")).strip(".") or "photo"
-        n = seen.get(stem.lower(), 0)
-        seen[stem.lower()] = n + 1
-        names.append(stem if n == 0 else f"{stem}_{n}")
+        name, n = stem, 0
+        while name.lower() in seen:  # case-insensitive: the folder may live on such a file system
+            n += 1
+            name = f"{stem}_{n}"
+        seen.add(name.lower())
+        names.append(name)
     return names
 
 
@@ -228,39 +239,75 @@ def shrink(im: Image.Image, max_side: int) -> Image.Image:
 
 @dataclass
 class Settings:
-    max_side: int = 224            # short side of the kept photos at most (never enlarged)
-    min_side: int = 64             # photos whose short side is smaller are dropped (too_small)
-    quality: int = 85              # WebP quality
+    max_side: int = 224             # short side of the kept photos at most (never enlarged)
+    min_side: int = 64              # photos whose short side is smaller are dropped (too_small)
+    quality: int = 85               # WebP quality
     min_colourfulness: float = 8.0  # grey and toned photos under this are dropped
-    max_bits: int = 6              # near-duplicate: hashes within this many of 256 bits
+    max_bits: int = 6               # near-duplicate: hashes within this many of 256 bits
+    margin: int = 2                 # a hash bit is stable where its two thumbnail pixels differ by more
 
 
-def judge(data: bytes | None, cfg: Settings, nd: ModuleType, excluded: np.ndarray,
-          index: HashIndex) -> tuple[str, bytes | None, int | None, int | None]:
-    """One file -> (outcome, WebP bytes, hash as int, id of the index hash it duplicates)."""
-    if data is None:
-        return "undecodable", None, None, None
-    try:
-        original = decode(data, cfg.max_side)
-    except Exception:  # broken, truncated, an LFS pointer: whatever Pillow cannot read in full
-        return "undecodable", None, None, None
-    im = shrink(original, cfg.max_side)
-    if min(im.size) < cfg.min_side:
-        return "too_small", None, None, None
-    if colourfulness(np.asarray(im)) < cfg.min_colourfulness:
-        return "grey", None, None, None
-    buf = io.BytesIO()
-    im.save(buf, "WEBP", quality=cfg.quality)
-    webp = buf.getvalue()
-    with Image.open(io.BytesIO(webp)) as kept:  # hash what the tool will hash when it checks the folder
-        h = nd.dhash(kept)
-    if nd.near(np.stack([nd.dhash(original), h]), excluded, cfg.max_bits).any():
-        return "excluded_eval", None, None, None
-    h_int = as_int(h)
-    dup = index.find(h_int)
-    if dup is not None:
-        return "near_dup", None, h_int, dup
-    return "kept", webp, h_int, None
+def stable_bits(im: Image.Image, margin: int) -> np.ndarray:
+    """(32,) uint8, packed as near_duplicates.dhash packs its bits: 1 where the hash bit is stable, i.e. the two
+    neighbouring pixels it compares (in the same 17x16 bilinear grey thumbnail) differ by more than margin grey
+    levels, so that resizing or re-encoding the photo will hardly flip it."""
+    g = np.asarray(im.convert("L").resize((17, 16), Image.BILINEAR), dtype=np.int16)
+    return np.packbits((np.abs(g[:, 1:] - g[:, :-1]) > margin).ravel())
+
+
+def as_words(hashes: np.ndarray) -> np.ndarray:
+    """(n, 32) or (32,) uint8 hashes -> (n, 4) or (4,) uint64, for fast XOR and bit counts."""
+    return np.ascontiguousarray(hashes).view(np.uint64)
+
+
+class Checker:
+    """Decides each photo: holds the settings, the evaluation and train hashes and the index of kept photos."""
+
+    def __init__(self, cfg: Settings, nd: ModuleType, excluded: np.ndarray, train: np.ndarray):
+        self.cfg, self.nd = cfg, nd
+        self.excluded, self.excluded_words = excluded, as_words(excluded)
+        self.train_words = as_words(train)
+        self.index = HashIndex(cfg.max_bits)
+
+    def stable_near(self, words: np.ndarray, versions: list[tuple[Image.Image, np.ndarray]]) -> bool:
+        """Is some version (a photo, its dhash) within max_bits of a hash of words (n, 4) on the version's
+        stable bits? This takes in every hash within max_bits on all bits (the shared rule), and more."""
+        for im, h in versions:
+            diff = (words ^ as_words(h)) & as_words(stable_bits(im, self.cfg.margin))
+            if (np.bitwise_count(diff).sum(1, dtype=np.int32) <= self.cfg.max_bits).any():
+                return True
+        return False
+
+    def judge(self, data: bytes | None) -> tuple[str, bytes | None, int | None]:
+        """One file -> (outcome, WebP bytes if kept, the kept WebP's hash as an int if kept)."""
+        cfg, nd = self.cfg, self.nd
+        if data is None:
+            return "undecodable", None, None
+        try:
+            original = decode(data, cfg.max_side)
+        except Exception:  # broken, truncated, an LFS pointer: whatever Pillow cannot read in full
+            return "undecodable", None, None
+        im = shrink(original, cfg.max_side)
+        if min(im.size) < cfg.min_side:
+            return "too_small", None, None
+        if colourfulness(np.asarray(im)) < cfg.min_colourfulness:
+            return "grey", None, None
+        buf = io.BytesIO()
+        im.save(buf, "WEBP", quality=cfg.quality)
+        webp = buf.getvalue()
+        with Image.open(io.BytesIO(webp)) as kept:  # hash what the tool will hash when it checks the folder
+            kept.load()
+            versions = [(original, nd.dhash(original)), (kept, nd.dhash(kept))]
+            hashes = np.stack([h for _, h in versions])
+            if (self.nd.near(hashes, self.excluded, cfg.max_bits).any()  # the rule, as the shared tool checks it
+                    or self.stable_near(self.excluded_words, versions)):
+                return "excluded_eval", None, None
+            if self.stable_near(self.train_words, versions):
+                return "near_dup_of_train", None, None
+        h = as_int(versions[1][1])
+        if self.index.find(h) is not None:
+            return "near_dup", None, None
+        return "kept", webp, h
 
 
 def write_json(path: Path, obj) -> None:
@@ -282,8 +329,8 @@ def read_progress(path: Path) -> list[dict]:
     return rows
 
 
-def train_hashes(train: Path, cache: Path, nd: ModuleType) -> list[int]:
-    """dhash of every photo under train, as ints; cached in `cache` (hash, size, mtime, path per line)."""
+def train_hashes(train: Path, cache: Path, nd: ModuleType) -> np.ndarray:
+    """(n, 32) uint8: the dhash of every photo under train; cached in `cache` (hash, size, mtime, path per line)."""
     known = {}
     if cache.is_file():
         for line in cache.read_text().splitlines():
@@ -303,27 +350,22 @@ def train_hashes(train: Path, cache: Path, nd: ModuleType) -> list[int]:
         tmp.write_text("".join(r + "\n" for r in rows))
         os.replace(tmp, cache)
     print(f"train: {len(rows)} photos under {train} ({fresh} newly hashed)", flush=True)
-    return [int(r[:64], 16) for r in rows]
+    return np.frombuffer(bytes.fromhex("".join(r[:64] for r in rows)), dtype=np.uint8).reshape(-1, 32)
 
 
-def build_source(src: Source, git_dir: Path, out: Path, cfg: Settings, nd: ModuleType, excluded: np.ndarray,
-                 index: HashIndex, n_train: int, log_every: int) -> dict:
+def build_source(src: Source, git_dir: Path, out: Path, check: Checker, log_every: int) -> dict:
     """Process (or carry on with) one source; returns its manifest."""
     folder = out / src.name
     folder.mkdir(parents=True, exist_ok=True)
     commit = git(git_dir, "rev-parse", "HEAD").decode().strip()
-    files = list_images(git_dir, src, nd.PHOTOS)
+    files = list_images(git_dir, src, check.nd.PHOTOS)
     names = stable_names([p for p, _ in files], src.folders)
     counts = dict.fromkeys(COUNTS, 0) | {"listed": len(files), "near_dup_of_train": 0}
     progress_path = folder / "progress.jsonl"
-    done = {}
-    for row in read_progress(progress_path):
-        done[row["path"]] = row
+    done = {row["path"]: row for row in read_progress(progress_path)}
     # Rewrite the log from what was read, so that a line cut short is not followed by good ones.
     with open(progress_path, "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in done.values())
-    manifest = {"name": src.name, "repo": src.repo, "commit": commit, "folders": list(src.folders),
-                "skipped_folders": list(src.skip), "what": src.what, "licence": src.licence}
     t0, n_new = time.time(), 0
     reader = BlobReader(git_dir)
     try:
@@ -331,10 +373,8 @@ def build_source(src: Source, git_dir: Path, out: Path, cfg: Settings, nd: Modul
             for (path, oid), name in zip(files, names):
                 row = done.get(path)
                 if row is None:  # not decided in an earlier run
-                    outcome, webp, h, dup = judge(reader.read(oid), cfg, nd, excluded, index)
+                    outcome, webp, h = check.judge(reader.read(oid))
                     row = {"path": path, "oid": oid, "outcome": outcome}
-                    if outcome == "near_dup":
-                        row["of_train"] = dup < n_train
                     if webp is not None:
                         tmp = folder / f"{name}.webp.tmp"
                         tmp.write_bytes(webp)
@@ -343,30 +383,31 @@ def build_source(src: Source, git_dir: Path, out: Path, cfg: Settings, nd: Modul
                     log.write(json.dumps(row) + "\n")
                     log.flush()
                     n_new += 1
-                counts[row["outcome"]] += 1
-                counts["near_dup_of_train"] += bool(row.get("of_train"))
-                if row["outcome"] == "kept":
-                    index.add(int(row["dhash16"], 16))
-                if n_new and row is not done.get(path) and n_new % log_every == 0:
-                    ms = 1000 * (time.time() - t0) / n_new
+                add_row(counts, check.index, row)
+                if row is not done.get(path) and n_new % log_every == 0:
                     print(f"{src.name}: {sum(counts[k] for k in COUNTS[1:])}/{len(files)} "
-                          f"({ms:.1f} ms/photo this run) {json.dumps(counts)}", flush=True)
+                          f"({1000 * (time.time() - t0) / n_new:.1f} ms/photo this run) {json.dumps(counts)}",
+                          flush=True)
     finally:
         reader.close()
     seconds = time.time() - t0
-    manifest |= {"counts": counts, "complete": True, "seconds_this_run": round(seconds, 1),
-                 "ms_per_photo_this_run": round(1000 * seconds / n_new, 2) if n_new else None,
-                 "settings": asdict(cfg)}
+    manifest = {"name": src.name, "repo": src.repo, "commit": commit, "folders": list(src.folders),
+                "skipped_folders": list(src.skip), "what": src.what, "licence": src.licence,
+                "counts": counts, "complete": True, "seconds_this_run": round(seconds, 1),
+                "ms_per_photo_this_run": round(1000 * seconds / n_new, 2) if n_new else None,
+                "settings": asdict(check.cfg)}
     write_json(folder / "manifest.json", manifest)
     return manifest
 
 
-def index_done_sources(out: Path, index: HashIndex, names: list[str]) -> None:
-    """Add the kept hashes of sources already complete (they are skipped this run) to the index."""
-    for name in names:
-        for row in read_progress(out / name / "progress.jsonl"):
-            if row["outcome"] == "kept":
-                index.add(int(row["dhash16"], 16))
+def add_row(counts: dict | None, index: HashIndex, row: dict) -> None:
+    """Count one decision (a near_dup_of_train is also a near_dup), and index the photo if it was kept."""
+    if counts is not None:
+        of_train = row["outcome"] == "near_dup_of_train"
+        counts["near_dup" if of_train else row["outcome"]] += 1
+        counts["near_dup_of_train"] += of_train
+    if row["outcome"] == "kept":
+        index.add(int(row["dhash16"], 16))
 
 
 def main(argv=None) -> int:
@@ -381,7 +422,7 @@ def main(argv=None) -> int:
     p.add_argument("--train", type=Path, default=SHARED / "data" / "train",
                    help="photos already trained on: near-duplicates of them are dropped ('' for none)")
     p.add_argument("--near-duplicates", type=Path, default=SHARED / "tools" / "near_duplicates.py",
-                   help="the shared near-duplicate tool, whose dhash and near() are used")
+                   help="the shared near-duplicate tool, whose dhash, near() and list reader are used")
     p.add_argument("--log-every", type=int, default=1000, help="print progress every N photos")
     for k, v in asdict(Settings()).items():
         p.add_argument("--" + k.replace("_", "-"), type=type(v), default=v)
@@ -395,25 +436,30 @@ def main(argv=None) -> int:
         p.error(f"{a.exclude_list}: exclude list not found")
     chosen = [by_name[n] for n in a.sources] if a.sources else list(SOURCES)
 
-    nd = load_near_duplicates(a.near_duplicates)
-    excluded = nd.load_list(a.exclude_list)
     a.out.mkdir(parents=True, exist_ok=True)
-    index = HashIndex(cfg.max_bits)
-    train_dir = str(a.train) not in ("", ".")
-    for h in train_hashes(a.train, a.out / "train_dhash16.tsv", nd) if train_dir else []:
-        index.add(h)
-    n_train = len(index)
+    settings_path = a.out / "settings.json"
+    if settings_path.is_file() and json.loads(settings_path.read_text()) != asdict(cfg):
+        sys.exit(f"{a.out} was built with other settings ({' '.join(settings_path.read_text().split())}): "
+                 "delete it or choose another --out")
+    write_json(settings_path, asdict(cfg))
+    nd = load_near_duplicates(a.near_duplicates)
+    has_train = str(a.train) not in ("", ".")
+    train = train_hashes(a.train, a.out / "train_dhash16.tsv", nd) if has_train else np.zeros((0, 32), np.uint8)
+    check = Checker(cfg, nd, nd.load_list(a.exclude_list), train)
 
     def complete(s: Source) -> dict | None:
         path = a.out / s.name / "manifest.json"
         m = json.loads(path.read_text()) if path.is_file() else None
         return m if m and m.get("complete") else None
 
-    # Every source with a progress log (complete or not, chosen or not) feeds the near-duplicate index, so a
-    # rerun sees exactly what earlier runs kept; the one being carried on re-adds its own as it goes.
-    index_done_sources(a.out, index, [s.name for s in SOURCES if complete(s) or s not in chosen])
-    print(f"index: {n_train} train hashes, {len(index) - n_train} kept earlier; "
-          f"{len(excluded)} evaluation hashes excluded", flush=True)
+    # What earlier runs kept (complete sources, and any not chosen now) goes into the index first, so that a
+    # rerun decides as one run would; a source being carried on re-adds its own as it reads its log.
+    for s in SOURCES:
+        if complete(s) or s not in chosen:
+            for row in read_progress(a.out / s.name / "progress.jsonl"):
+                add_row(None, check.index, row)
+    print(f"checking against {len(train)} train hashes, {len(check.excluded)} evaluation hashes and "
+          f"{len(check.index)} photos kept earlier", flush=True)
     summary = []
     for s in chosen:
         git_dir = find_git_dir(a.mirrors, s.repo)
@@ -427,7 +473,7 @@ def main(argv=None) -> int:
             m = {"name": s.name, "repo": s.repo, "complete": False, "status": "no mirror"}
         else:
             print(f"{s.name}: reading {s.repo} ({', '.join(s.folders)})", flush=True)
-            m = build_source(s, git_dir, a.out, cfg, nd, excluded, index, n_train, a.log_every)
+            m = build_source(s, git_dir, a.out, check, a.log_every)
             print(f"{s.name}: done {json.dumps(m['counts'])}", flush=True)
         summary.append(m)
         write_summary(a.out, summary, cfg, a)

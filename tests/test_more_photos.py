@@ -27,6 +27,16 @@ def colourful(seed: int, w: int = 96, h: int = 96) -> Image.Image:
     return small.resize((w, h), Image.BICUBIC)
 
 
+def flat_copy(seed: int) -> Image.Image:
+    """A photo half smooth colour ramp, half flat orange with faint noise: copies that differ in the noise
+    alone have hashes far apart on all bits (the flat half's bits flip), and equal on the stable bits."""
+    y, x = np.mgrid[0:96, 0:96]
+    img = np.stack([x * 2.5, 255 - y * 2.5, 128 + 0 * x], -1).astype(np.float64)
+    img[:, 48:] = (230, 140, 40)
+    img[:, 48:] += np.random.default_rng(seed).normal(0, 0.6, (96, 48, 3))
+    return Image.fromarray(np.clip(img + 0.5, 0, 255).astype(np.uint8), "RGB")
+
+
 def git(cwd: Path, *args: str) -> None:
     subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args], cwd=cwd, check=True,
                    capture_output=True)
@@ -50,6 +60,7 @@ def mirror(tmp_path) -> dict:
     (d / "b" / "broken.jpg").write_text("version https://git-lfs.github.com/spec/v1\n")  # undecodable
     (d / "b" / "notes.txt").write_text("not listed\n")
     colourful(5).save(d / "b" / "eval.jpg", quality=95)                       # excluded_eval
+    flat_copy(1).save(d / "b" / "flat.png")                                    # excluded_eval (stable bits)
     colourful(6, 40, 32).save(d / "b" / "tiny.jpg")                           # too_small
     colourful(7).save(d / "b" / "trained.jpg", quality=95)                    # near_dup of train
     colourful(8).save(d / "car_side" / "x.jpg")                               # not listed
@@ -59,7 +70,8 @@ def mirror(tmp_path) -> dict:
     mirrors = tmp_path / "mirrors"
     git(tmp_path, "clone", "-q", "--bare", str(work), str(mirrors / REPO_NAME.replace("/", "+") / "repo"))
     with Image.open(d / "b" / "eval.jpg") as im:
-        (tmp_path / "exclude.txt").write_text(nd.dhash(im).tobytes().hex() + "\n")
+        listed = [nd.dhash(im), nd.dhash(flat_copy(2))]  # flat.png's evaluation copy, with other noise
+    (tmp_path / "exclude.txt").write_text("".join(h.tobytes().hex() + "\n" for h in listed))
     (tmp_path / "train" / "x").mkdir(parents=True)
     colourful(7, 120, 120).save(tmp_path / "train" / "x" / "seen.png")
     return {"mirrors": mirrors, "exclude": tmp_path / "exclude.txt", "train": tmp_path / "train",
@@ -72,7 +84,7 @@ def build(m: dict, *extra: str) -> int:
                              "--near-duplicates", str(NEAR_DUPLICATES), "--log-every", "2", *extra])
 
 
-EXPECTED = {"listed": 9, "undecodable": 1, "too_small": 1, "grey": 1, "excluded_eval": 1, "near_dup": 2,
+EXPECTED = {"listed": 10, "undecodable": 1, "too_small": 1, "grey": 1, "excluded_eval": 2, "near_dup": 2,
             "kept": 3, "near_dup_of_train": 1}
 
 
@@ -93,7 +105,7 @@ def test_counts_outputs_and_rerun(mirror, capsys):
     hashes = np.stack([nd.dhash(Image.open(p)) for p in folder.glob("*.webp")])
     assert not nd.near(hashes, nd.load_list(mirror["exclude"])).any()
     top = json.loads((mirror["out"] / "manifest.json").read_text())
-    assert top["totals"]["kept"] == 3 and top["totals"]["listed"] == 9
+    assert top["totals"]["kept"] == 3 and top["totals"]["listed"] == 10
 
     # A rerun skips the complete source; a run cut short carries on from its progress log.
     assert build(mirror) == 0
@@ -106,7 +118,9 @@ def test_counts_outputs_and_rerun(mirror, capsys):
     assert build(mirror) == 0
     assert json.loads((folder / "manifest.json").read_text())["counts"] == EXPECTED
     assert sorted(p.name for p in folder.glob("*.webp")) == kept
-    assert len(log.read_text().splitlines()) == 9
+    assert len(log.read_text().splitlines()) == 10
+    with pytest.raises(SystemExit, match="other settings"):
+        build(mirror, "--quality", "80")
 
 
 def test_exclude_list_is_a_parameter(mirror):
@@ -116,8 +130,21 @@ def test_exclude_list_is_a_parameter(mirror):
     shutil.rmtree(mirror["out"], ignore_errors=True)
     assert build(mirror, "--exclude-list", str(empty)) == 0
     counts = json.loads((mirror["out"] / "caltech101" / "manifest.json").read_text())["counts"]
-    assert counts["excluded_eval"] == 0 and counts["kept"] == 4
+    assert counts["excluded_eval"] == 0 and counts["kept"] == 5
     assert (mirror["out"] / "caltech101" / "b__eval.webp").is_file()
+
+
+def test_stable_bits():
+    """stable_bits reads the shared dhash's own thumbnail (the bits line up), and a copy whose flat half
+    re-encodes differently is far on all bits, near on the stable ones."""
+    nd = more_photos.load_near_duplicates(NEAR_DUPLICATES)
+    a, b = flat_copy(1), flat_copy(2)
+    ha, hb = nd.dhash(a), nd.dhash(b)
+    g = np.asarray(a.convert("L").resize((17, 16), Image.BILINEAR), dtype=np.int16)
+    assert (np.packbits((g[:, 1:] > g[:, :-1]).ravel()) == ha).all()
+    assert nd.near(ha[None], hb[None]).tolist() == [False]
+    stable = more_photos.stable_bits(a, 2)
+    assert nd.POPCOUNT[(ha ^ hb) & stable].sum() <= 6 < nd.POPCOUNT[stable].sum()
 
 
 def test_hash_index_is_exact():
