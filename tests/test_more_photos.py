@@ -18,6 +18,9 @@ from experiments import more_photos
 
 NEAR_DUPLICATES = Path(__file__).resolve().parents[2] / "shared" / "tools" / "near_duplicates.py"
 REPO_NAME = "MachineLearning2020/Homework2-Caltech101"
+if not NEAR_DUPLICATES.is_file():
+    pytest.skip(f"{NEAR_DUPLICATES} not found: the script uses the shared near-duplicate tool",
+                allow_module_level=True)
 
 
 def colourful(seed: int, w: int = 96, h: int = 96) -> Image.Image:
