@@ -16,7 +16,6 @@ import argparse
 import http.client
 import json
 import os
-import platform
 import statistics
 import sys
 import threading
@@ -25,7 +24,7 @@ import time
 import numpy as np
 from PIL import Image
 
-from bench_inference import cpu_name
+from bench_inference import write_result
 from colorizer import DEFAULT_MODEL, Colorizer
 from editor import EditorSession
 from editor_server import EditorServer
@@ -123,16 +122,8 @@ def main(argv=None) -> int:
     for r in result["per_hints"]:
         print(f"  hint change -> new preview, {r['hints']:>2} point(s): {r['click_to_preview_s'] * 1e3:.0f} ms "
               f"(propagation and merge {r['propagate_and_merge_s'] * 1e3:.0f} ms, the rest PNG and HTTP)")
-    import onnxruntime
-    torch = sys.modules.get("torch")
     result["model"] = os.path.relpath(args.model, HERE)
-    result["machine"] = {"cpu": cpu_name(), "cores": os.cpu_count(), "torch": torch and torch.__version__,
-                         "onnxruntime": onnxruntime.__version__, "python": platform.python_version(),
-                         "load_average": os.getloadavg()}
-    result["date"] = time.strftime("%Y-%m-%d %H:%M:%S")
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2)
+    write_result(args.out, result)
     return 0
 
 

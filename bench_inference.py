@@ -47,6 +47,19 @@ def timed(cmd: list[str]) -> tuple[float, float]:
     return dt, usage.ru_maxrss / 1024  # kB on Linux
 
 
+def write_result(path: str, result: dict) -> None:
+    """A benchmark's result as JSON, with the machine it ran on (CPU, cores, library versions, load) and the date."""
+    import onnxruntime
+    torch = sys.modules.get("torch")
+    result = {**result, "machine": {"cpu": cpu_name(), "cores": len(os.sched_getaffinity(0)),
+                                    "torch": torch and torch.__version__, "onnxruntime": onnxruntime.__version__,
+                                    "python": platform.python_version(), "load_average": os.getloadavg()},
+              "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(result, f, indent=2)
+
+
 def cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as f:
@@ -124,21 +137,10 @@ def main(argv=None) -> int:
               f"\n  folder of {len(images)}, per photo:    {r['per_image_s']:.3f} s ({r['per_image_ratio']:.2f}x)"
               f"\n  640x480 film, per frame:    {r['per_frame_s']:.3f} s ({r['per_frame_ratio']:.2f}x)"
               f"\n  peak memory (any run):      {r['peak_mb']:.0f} MB ({r['peak_ratio']:.2f}x)")
-    import onnxruntime
-    try:
-        import torch
-        torch_version = torch.__version__
-    except ImportError:
-        torch_version = None
     result = {**{k: ref[k] for k in ("single_image_s", "folder_s", "per_image_s", "model")},
               "images": len(images), "film": {"size": FILM_SIZE, "frames": FILM_FRAMES}, "models": models,
-              "machine": {"cpu": cpu_name(), "cores": len(os.sched_getaffinity(0)), "torch": torch_version,
-                          "onnxruntime": onnxruntime.__version__, "python": platform.python_version(),
-                          "load_average": os.getloadavg()},
-              "data": args.data, "date": time.strftime("%Y-%m-%d %H:%M:%S")}
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2)
+              "data": args.data}
+    write_result(args.out, result)
     return 0
 
 
