@@ -84,7 +84,7 @@ def histogram_distance(p: np.ndarray, q: np.ndarray) -> float:
 # --reference: the strength and the extra centred colour gain chosen on val/general for the shipped model
 # (experiments/reference_study.py; experiments/README.md "Colours from a reference photo").
 REFERENCE_STRENGTH = 0.7
-REFERENCE_GAIN = 1.3
+REFERENCE_GAIN = 1.4
 
 
 @dataclass(frozen=True)
