@@ -7,10 +7,13 @@ Run from the repository root: python -m pytest -q tests
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -98,6 +101,24 @@ def subprocess_env() -> dict:
            if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
     env["OMP_NUM_THREADS"] = "1"
     return env
+
+
+@contextlib.contextmanager
+def editor_process(argv: list[str], cwd) -> Iterator[int]:
+    """predict_color.py --edit started with argv as a child process: yields the port it prints; on leaving the
+    block, Ctrl-C, then it must have stopped cleanly (exit 0, "stopped", nothing on stderr)."""
+    p = subprocess.Popen(argv, cwd=cwd, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    try:
+        line = p.stdout.readline()
+        assert "http://127.0.0.1:" in line, (line, p.stderr.read() if p.poll() is not None else "")
+        yield int(line.split("http://127.0.0.1:")[1].split("/")[0])
+        p.send_signal(signal.SIGINT)
+        stdout, stderr = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0 and "stopped" in stdout and stderr == "", stderr
 
 
 def run_script(script: str, *args, timeout: float = 300) -> subprocess.CompletedProcess:

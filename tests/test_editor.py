@@ -4,8 +4,6 @@ against a server started here: every endpoint, every refusal, concurrent request
 to the CLI's `--hints` result, and `predict_color.py --edit` started and stopped with Ctrl-C."""
 import http.client
 import json
-import signal
-import subprocess
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +14,7 @@ from PIL import Image
 
 import editor
 from colorizer import DEFAULT_MODEL, DEFAULT_TORCH_MODEL, Colorizer
+from conftest import editor_process
 from colour_prior import ColourPrior, PriorError
 from editor import ColourField, EditorSession, colour_field, top_colours
 from editor_server import MAX_BODY, EditorServer
@@ -270,28 +269,18 @@ def test_concurrent_requests_get_their_own_answers(server, session):
 
 # ---------------------------------------------------------------------------------------------------
 # The command line
-def test_cli_edit_starts_from_hints_and_stops_cleanly_on_ctrl_c(grey_path, tmp_path, repo, child_env):
+def test_cli_edit_starts_from_hints_and_stops_cleanly_on_ctrl_c(grey_path, tmp_path, repo):
     hints_file = tmp_path / "h.json"
     hints_file.write_text(json.dumps([{"x": 60, "y": 40, "color": RED}]))
     out = tmp_path / "result" / "edited.png"
-    p = subprocess.Popen([sys.executable, str(repo / "predict_color.py"), "-image", str(grey_path), "--edit",
-                          "--no-browser", "--port", "0", "--hints", str(hints_file), "-output", str(out)],
-                         cwd=tmp_path, env=child_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        line = p.stdout.readline()
-        assert "http://127.0.0.1:" in line, (line, p.stderr.read() if p.poll() is not None else "")
-        port = int(line.split("http://127.0.0.1:")[1].split("/")[0])
+    argv = [sys.executable, str(repo / "predict_color.py"), "-image", str(grey_path), "--edit", "--no-browser",
+            "--port", "0", "--hints", str(hints_file), "-output", str(out)]
+    with editor_process(argv, tmp_path) as port:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         conn.request("GET", "/api/state")
         state = json.loads(conn.getresponse().read())
         assert state["hints"] == [{"x": 60.0, "y": 40.0, "color": RED}] and state["output"] == str(out)
         conn.close()
-        p.send_signal(signal.SIGINT)
-        stdout, stderr = p.communicate(timeout=60)
-    finally:
-        if p.poll() is None:
-            p.kill()
-    assert p.returncode == 0 and "stopped" in stdout and stderr == "", stderr
     assert not out.exists()  # nothing saved, nothing half-written
 
 

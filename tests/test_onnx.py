@@ -20,7 +20,7 @@ import lab
 import utils
 from colour_prior import ColourPrior
 from colorizer import DEFAULT_MODEL, DEFAULT_TORCH_MODEL, Colorizer
-from conftest import REPO, SHARED_DATA, subprocess_env
+from conftest import REPO, SHARED_DATA, editor_process, subprocess_env
 from export_model import export_onnx
 from model import ModelConfig, build_model
 from runner_torch import TorchRunner
@@ -226,16 +226,10 @@ def test_cli_editor_without_torch(greys_dir, tmp_path):
     photo), then Ctrl-C stops it cleanly."""
     import http.client
     import io
-    import signal
     src, out = greys_dir / "g0.png", tmp_path / "edited.png"
-    p = subprocess.Popen([sys.executable, "-c", NO_TORCH, "-image", str(src), "--edit", "--no-browser", "--port", "0",
-                          "-output", str(out)], cwd=REPO, env=subprocess_env(), stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
-    try:
-        line = p.stdout.readline()
-        assert "http://127.0.0.1:" in line, (line, p.stderr.read() if p.poll() is not None else "")
-        port = int(line.split("http://127.0.0.1:")[1].split("/")[0])
-
+    argv = [sys.executable, "-c", NO_TORCH, "-image", str(src), "--edit", "--no-browser", "--port", "0",
+            "-output", str(out)]
+    with editor_process(argv, REPO) as port:
         def call(method, path, body=None):
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
             conn.request(method, path, body and json.dumps(body), {"Content-Type": "application/json"} if body else {})
@@ -254,12 +248,6 @@ def test_cli_editor_without_torch(greys_dir, tmp_path):
         assert status == 200
         want = Colorizer.from_checkpoint(DEFAULT_MODEL).colorize(Image.open(src), hints=[(60, 40, (192, 57, 43))])
         assert np.array_equal(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")), np.asarray(want))
-        p.send_signal(signal.SIGINT)
-        stdout, stderr = p.communicate(timeout=60)
-    finally:
-        if p.poll() is None:
-            p.kill()
-    assert p.returncode == 0 and "stopped" in stdout and stderr == "", stderr
     assert not out.exists()
 
 
