@@ -1,20 +1,21 @@
-"""The README's picture for --reference: grey | automatic | reference | result | original, on Kodak photos.
+"""The README's picture for --reference: grey | automatic | reference | result | original.
 
 python -m experiments.reference_figure [--out experiments/results/reference/reference.png]
 
-Each row colours one Kodak photo (made grey as a user would have it) with a different Kodak photo of the same
-kind as its reference, at the default strength; the original is shown last for comparison.
+Each row colours one photo that ships with scikit-image (made grey as a user would have it) with another as
+its reference, at the default strength; the original is shown last for comparison. The photos: the astronaut
+(NASA, public domain), the DSCOVR launch (SpaceX, public domain), the coffee cup and the cat (CC0).
 """
 import argparse
 import os
 
 from PIL import Image
+from skimage import data
 
 from colorizer import DEFAULT_MODEL, Colorizer
 from experiments.side_by_side import save_sheet
 
-KODAK = os.path.join("..", "shared", "data", "bench", "kodak")
-PAIRS = [("kodim15", "kodim04"), ("kodim22", "kodim01")]  # (photo, its reference)
+PAIRS = [(data.astronaut, data.rocket), (data.chelsea, data.coffee)]  # (photo, its reference)
 
 
 def main() -> int:
@@ -25,8 +26,7 @@ def main() -> int:
     colorizer = Colorizer.from_checkpoint(DEFAULT_MODEL)
     rows = []
     for photo, ref in PAIRS:
-        rgb = Image.open(os.path.join(KODAK, photo + ".png")).convert("RGB")
-        reference = Image.open(os.path.join(KODAK, ref + ".png")).convert("RGB")
+        rgb, reference = Image.fromarray(photo()).convert("RGB"), Image.fromarray(ref()).convert("RGB")
         grey = rgb.convert("L")
         rows.append([grey.convert("RGB"), colorizer.colorize(grey), reference,
                      colorizer.colorize(grey, reference=reference), rgb])
