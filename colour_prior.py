@@ -21,6 +21,7 @@ HIST_PIXELS = 2 ** 16  # photos are downscaled to about this many pixels before 
 GRID_STEP, GRID_MAX = 10.0, 110.0
 GRID_N = int(2 * GRID_MAX / GRID_STEP) + 1  # 23 cells a side, as utils.ab_grid_index
 
+
 def rgb_to_ab(rgb: np.ndarray) -> np.ndarray:
     """8-bit sRGB (..., 3) -> the a and b of CIE Lab (..., 2), float32 (lab.rgb_to_lab)."""
     lab = rgb_to_lab(np.moveaxis(rgb, -1, 0).astype(np.float32) / 255.0)
