@@ -154,7 +154,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "the default, higher = more of its colours at the cost of accuracy")
     p.add_argument("--memory", metavar="BANK", help="a colour memory built with build_memory.py from your own colour "
                    "photos: each photo borrows the colours of the most similar ones, as far as they can be trusted "
-                   "(a film: those found for its first frame)")
+                   "(photos only; a film takes --reference)")
     p.add_argument("--edit", action="store_true", help="open the photo in the colour editor, a page in the browser "
                    "(docs/editor.md): click points, pick colours, save; starts from --hint/--hints if given")
     p.add_argument("--port", type=_port, default=0, help="--edit: the local port (default: a free one)")
