@@ -23,8 +23,9 @@ from PIL import Image
 from colorizer import DEFAULT_MODEL, Colorizer
 from colour_prior import photo_histogram
 from files import CheckpointError
-from image_io import INPUT_EXTENSIONS, InputError, open_image
+from image_io import InputError, open_image
 from memory import DIMS, Bank, Trust
+from predict_color import find_inputs
 
 TRUST = os.path.join(os.path.dirname(os.path.abspath(__file__)), "checkpoints", "memory_trust.json")
 
@@ -38,17 +39,6 @@ def entry(colorizer: Colorizer, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray
     """A colour photo (H, W, 3) uint8 -> (raw embedding of its grey (2C,), its ab histogram (Q,))."""
     grey = np.asarray(Image.fromarray(rgb).convert("L"))
     return raw_embedding(colorizer, grey), photo_histogram(rgb, colorizer.bins).astype(np.float32)
-
-
-def find_photos(folders: list[str]) -> list[str]:
-    """The image files below each folder (recursive, sorted), skipping hidden files and folders."""
-    found = []
-    for folder in folders:
-        for dirpath, dirnames, files in os.walk(folder):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            found += [os.path.join(dirpath, f) for f in sorted(files)
-                      if f.lower().endswith(INPUT_EXTENSIONS) and not f.startswith(".")]
-    return found
 
 
 def load_trust(path: str = TRUST) -> tuple[Trust, int, float]:
@@ -72,7 +62,7 @@ def main(argv=None) -> int:
         missing = [f for f in args.folders if not os.path.isdir(f)]
         if missing:
             raise CheckpointError(f"{missing[0]}: folder not found")
-        paths = find_photos(args.folders)
+        paths = [path for path, _ in find_inputs(args.folders)]  # the CLI's own search (skips Coloured_ results)
     except CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
