@@ -2,6 +2,7 @@
 
 python build_memory.py FOLDER [FOLDER ...] -o family.npz [-model MODEL]
 python predict_color.py -image old_photo.jpg --memory family.npz
+python build_memory.py FOLDER [FOLDER ...] --predictor -o predictor.npz   (for export_model.py --predictor)
 
 Each colour photo becomes one entry (memory.Bank): what the network sees in its grey version (an embedding)
 and its colours (an ab histogram over the model's colour bins). When a grey photo is coloured with the
@@ -9,6 +10,10 @@ memory, its most similar entries lend their colours, as far as the trust (learne
 bank, experiments/memory_study.py; its weights ship in checkpoints/memory_trust.json) says they can be
 trusted: strongly when the entries look like the photo and agree, hardly at all when not. A bank of photos of
 the same family, place or film pays most (experiments/README.md, "Colour memory").
+
+--predictor fits, from the same entries, a memory.Predictor instead: a ridge regression from the embedding to
+the colours, which export_model.py --predictor puts into a model's graph (the shipped model's own prior is one,
+fitted on many thousand photos; docs/priors.md).
 """
 from __future__ import annotations
 
@@ -24,7 +29,7 @@ from colorizer import DEFAULT_MODEL, Colorizer
 from colour_prior import photo_histogram
 from files import CheckpointError
 from image_io import InputError, open_image
-from memory import DIMS, Bank, Trust
+from memory import DIMS, LAMBDA, Bank, Predictor, Trust
 from predict_color import find_inputs
 
 TRUST = os.path.join(os.path.dirname(os.path.abspath(__file__)), "checkpoints", "memory_trust.json")
@@ -54,6 +59,9 @@ def main(argv=None) -> int:
     p.add_argument("-o", "--output", required=True, help="the bank file to write (.npz)")
     p.add_argument("-model", "--model", default=DEFAULT_MODEL, help="the model the bank is for (default: the shipped one)")
     p.add_argument("--dims", type=int, default=DIMS, help="embedding dimensions kept")
+    p.add_argument("--predictor", action="store_true", help="fit a colour predictor (memory.Predictor) instead of "
+                   "a bank")
+    p.add_argument("--lam", type=float, default=LAMBDA, help="--predictor: its ridge penalty")
     args = p.parse_args(argv)
     try:
         colorizer = Colorizer.from_checkpoint(args.model)
@@ -80,9 +88,12 @@ def main(argv=None) -> int:
     if len(raws) < 2:
         print(f"error: {', '.join(args.folders)}: a memory needs at least 2 readable colour photos", file=sys.stderr)
         return 2
-    bank = Bank.build(np.stack(raws), np.stack(hists), colorizer.bins, args.dims)
-    bank.trust, bank.k, bank.tau = load_trust()
-    bank.save(args.output)
+    if args.predictor:
+        Predictor.fit(np.stack(raws), np.stack(hists), colorizer.bins, args.lam).save(args.output)
+    else:
+        bank = Bank.build(np.stack(raws), np.stack(hists), colorizer.bins, args.dims)
+        bank.trust, bank.k, bank.tau = load_trust()
+        bank.save(args.output)
     size = os.path.getsize(args.output)
     print(f"wrote {args.output}: {len(raws)} photos, {size / 1e6:.1f} MB")
     return 0

@@ -84,6 +84,7 @@ class Runner:
 
     l (1, 1, h, w) float32 normalised L; hints (1, 3, h, w) (hints.hint_map) or None; bias (Q,) or (1, Q)
     or None: a per-image colour prior added to the calibrated logits (classification only; zeros: none).
+    memory: with a predicted colour prior (predicts_prior; model.PriorHead), its weight: 1 on, 0 off.
     Returns "ab" (1, 2, h2, w2) in Lab units at the head's resolution (h2 = (h + 1) // 2), "embedding"
     (1, 2C): per channel the mean and standard deviation of the encoder's deepest features, and for a
     classification head "probs" (1, Q, h2, w2): softmax((logits - c log w + bias) / T).
@@ -98,13 +99,14 @@ class Runner:
         self.propagation = propagation    # hints.propagate_hints' (sigma_space, sigma_l), or None
         self.bins = bins                  # (Q, 2) ab centres in Lab units; None for a regression head
         self.prior = prior                # (Q,) the training colour prior; None for a regression head
+        self.predicts_prior = False       # whether the graph predicts a colour prior from the photo (PriorHead)
 
     @property
     def takes_hints(self) -> bool:
         return bool(self.model_config.get("hints"))
 
     def run(self, l: np.ndarray, hints: np.ndarray | None = None, bias: np.ndarray | None = None,
-            outputs: tuple[str, ...] | None = None) -> dict:
+            outputs: tuple[str, ...] | None = None, memory: float = 1.0) -> dict:
         """outputs: the names wanted (None: all); a runner may return only those."""
         raise NotImplementedError
 
@@ -162,6 +164,9 @@ class Colorizer:
         # Hints: after the network, what they correct is spread over similar pixels (hints.propagate_hints
         # with these (sigma_space, sigma_l)); None: the network's answer to its hint input only.
         self.propagation = propagation
+        # A model with a predicted colour prior (memory.Predictor in its graph) uses it unless this is False
+        # (--no-memory) or a prior is given (a reference, a memory bank).
+        self.memory = True
 
     @classmethod
     def from_checkpoint(cls, path: str = DEFAULT_MODEL, device: str = "cpu", size: int | None = None,
@@ -203,9 +208,15 @@ class Colorizer:
         self.check_prior(True)
         if bank.hists.shape[1] != len(self.bins) or not np.allclose(bank.bins, self.bins):
             raise PriorError("the memory bank was built for another model's colour bins (build_memory.py -model)")
-        out = self.run(self.network_input(grey), outputs=("embedding", "probs"))
+        out = self.run(self.network_input(grey), bias=np.zeros(len(self.bins), np.float32),
+                       outputs=("embedding", "probs"))  # the network's own colours, no predicted prior
         look = bank.lookup(out["embedding"][0], out["probs"][0].mean((1, 2)))
         return ColourPrior(prior_bias(look.hist, self.prior, look.strength))
+
+    @property
+    def predicts_prior(self) -> bool:
+        """Whether the model predicts a colour prior from each photo (model.PriorHead; --no-memory: off)."""
+        return self.runner.predicts_prior
 
     @property
     def takes_hints(self) -> bool:
@@ -221,12 +232,14 @@ class Colorizer:
     def run(self, l_small: np.ndarray, hints: np.ndarray | None = None, bias: np.ndarray | None = None,
             outputs: tuple[str, ...] | None = None) -> dict:
         """The network on L (1, 1, h, w) in [0, 100] at its size: the runner's dict ("ab", "embedding",
-        "probs"; see Runner). hints: the (1, 3, h, w) hint map; bias: (Q,) colour prior or None;
+        "probs"; see Runner). hints: the (1, 3, h, w) hint map; bias: (Q,) colour prior or None (one given
+        turns the model's predicted prior off, as does memory = False: --no-memory);
         outputs: the names wanted (None: all; a runner may skip copying the others)."""
         l_norm = (np.asarray(l_small, dtype=np.float32) - np.float32(self.l_center)) / np.float32(self.l_scale)
         if bias is not None:
             bias = np.asarray(bias, dtype=np.float32).reshape(1, -1)
-        return self.runner.run(l_norm, hints, bias, outputs)
+        # A given prior (a reference, a memory bank) replaces the model's own predicted one.
+        return self.runner.run(l_norm, hints, bias, outputs, memory=float(self.memory and bias is None))
 
     def predict_ab(self, grey: np.ndarray, hints: list[Hint] | None = None, prior: ColourPrior | None = None
                    ) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 python export_model.py --run runs/shipped --out checkpoints/colorizer.pt [--members runs/shipped/last.pt --int8]
 python export_model.py --onnx checkpoints/colorizer.pt   (only the ONNX export of a shipped checkpoint)
+python export_model.py --onnx v2.pt --predictor predictor.npz --out new.pt   (v2 with a predicted colour prior)
 
 The decode settings of a classification model (annealed-mean temperature T and prior correction c), and of
 any model the centred colour gain, trade vividness for accuracy. They are chosen on the run's own held-out
@@ -16,6 +17,10 @@ chosen with the weights exactly as stored.
 Beside the checkpoint goes its ONNX export (colorizer.onnx, opset 17, any input size): the network and its
 decode in one graph (model.InferenceGraph), for runner_onnx.py, with float16 weights cast to float32 on
 load, and in its metadata what colorizing needs without torch (docs/onnx.md).
+
+--predictor puts a predicted colour prior (memory.Predictor, from build_memory.py --predictor) into a shipped
+checkpoint: its graph then adds s (log h - log p) - c log p to the logits, h predicted from the photo's own
+embedding in the same pass (model.PriorHead), unless the caller turns it off (--no-memory).
 """
 from __future__ import annotations
 
@@ -34,6 +39,7 @@ import torch.nn as nn
 
 from dataset import find_images, split_holdout
 from evaluate import evaluate
+from memory import PREDICTOR_CORRECTION, PREDICTOR_STRENGTH, Predictor
 from model import Decode, InferenceGraph, ModelConfig, build_model
 from colorizer import Colorizer
 from train import ab_prior_entry
@@ -117,7 +123,7 @@ class _Inputs(nn.Module):
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         given = dict(zip(self.names, inputs))
-        return self.graph(given["l"], given.get("bias"), given.get("hints"))
+        return self.graph(given["l"], given.get("bias"), given.get("hints"), given.get("memory"))
 
 
 def float16_initializers(proto, min_size: int = 16) -> int:
@@ -129,7 +135,8 @@ def float16_initializers(proto, min_size: int = 16) -> int:
     graph, casts, kept = proto.graph, [], []
     for init in graph.initializer:
         value = numpy_helper.to_array(init)
-        half = value.astype(np.float16)
+        with np.errstate(over="ignore"):  # a value beyond float16 stays float32 (below)
+            half = value.astype(np.float16)
         if value.dtype != np.float32 or value.size < min_size or not np.isfinite(half).all():
             kept.append(init)
             continue
@@ -145,15 +152,16 @@ def float16_initializers(proto, min_size: int = 16) -> int:
 
 def export_onnx(runner, path: str, float16: bool = True) -> None:
     """Write runner's network and decode (a runner_torch.TorchRunner) as ONNX to path (atomically):
-    inputs l (1, 1, h, w), bias (1, Q) for classification heads, hints (1, 3, h, w) for hint models; outputs
+    inputs l (1, 1, h, w), bias (1, Q) for classification heads, hints (1, 3, h, w) for hint models, memory (1,)
+    for a model with a predicted colour prior; outputs
     ab, embedding and (classification) probs (model.InferenceGraph); h and w free. metadata_props: JSON of
     model_config, decode, size, hint_propagation, bins and prior (what runner_onnx.OnnxRunner reads)."""
     import onnx
     classification = runner.bins is not None
     h, w = runner.size, round(runner.size * 1.5)
-    names = ["l"] + ["bias"] * classification + ["hints"] * runner.takes_hints
+    names = ["l"] + ["bias"] * classification + ["hints"] * runner.takes_hints + ["memory"] * runner.predicts_prior
     example = {"l": torch.zeros(1, 1, h, w), "bias": torch.zeros(1, len(runner.bins) if classification else 0),
-               "hints": torch.zeros(1, 3, h, w)}
+               "hints": torch.zeros(1, 3, h, w), "memory": torch.ones(1)}
     outputs = ["ab", "embedding"] + ["probs"] * classification
     free = {"l": {2: "h", 3: "w"}, "hints": {2: "h", 3: "w"}, "ab": {2: "h2", 3: "w2"}, "probs": {2: "h2", 3: "w2"}}
     buf = io.BytesIO()
@@ -171,6 +179,8 @@ def export_onnx(runner, path: str, float16: bool = True) -> None:
             "hint_propagation": runner.propagation,
             "bins": None if runner.bins is None else runner.bins.tolist(),
             "prior": None if runner.prior is None else [float(p) for p in runner.prior]}
+    if runner.predicts_prior:
+        meta["colour_predictor"] = {"strength": runner.predictor.strength, "correction": runner.predictor.correction}
     onnx.helper.set_model_props(proto, {k: json.dumps(v) for k, v in meta.items()})
     onnx.checker.check_model(proto)
     write_atomic(path, lambda f: f.write(proto.SerializeToString()))
@@ -180,6 +190,12 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run", help="training run folder (uses best.pt)")
     p.add_argument("--onnx", metavar="CKPT", help="only export this shipped checkpoint to ONNX (beside it, .onnx)")
+    p.add_argument("--predictor", metavar="NPZ", help="with --onnx: put this predicted colour prior (build_memory.py "
+                   "--predictor) into the checkpoint, written to --out, then export that")
+    p.add_argument("--predictor-strength", type=float, default=PREDICTOR_STRENGTH, help="its pull s towards the "
+                   "predicted colours")
+    p.add_argument("--predictor-correction", type=float, default=PREDICTOR_CORRECTION, help="its push c towards "
+                   "rarer colours")
     p.add_argument("--float32", action="store_true", help="ONNX: store the weights as float32 (default float16)")
     p.add_argument("--checkpoint", default="best.pt", help="which checkpoint of the run")
     p.add_argument("--data", default="", help="the run's training folder, if it is elsewhere now (a packed copy "
@@ -204,6 +220,11 @@ def main(argv=None) -> int:
     p.add_argument("--int8", action="store_true", help="store conv weights as int8 with per-channel scales "
                    "(a quarter of float32; the rest float16. Default: all float16)")
     args = p.parse_args(argv)
+    if args.predictor:
+        if not args.onnx or os.path.abspath(args.out) == os.path.abspath(args.onnx):
+            p.error("--predictor goes with --onnx CKPT and an --out of its own")
+        attach_predictor(args.onnx, args.predictor, args.predictor_strength, args.predictor_correction, args.out)
+        return write_onnx(args.out, os.path.splitext(args.out)[0] + ".onnx", not args.float32)
     if args.onnx:
         return write_onnx(args.onnx, os.path.splitext(args.onnx)[0] + ".onnx", not args.float32)
     if not args.run:
@@ -274,6 +295,21 @@ def main(argv=None) -> int:
                    "grid": results}, f, indent=2)
     print(f"wrote {args.out} ({os.path.getsize(args.out) / 1e6:.1f} MB)")
     return write_onnx(args.out, os.path.splitext(args.out)[0] + ".onnx", not args.float32)
+
+
+def attach_predictor(ckpt_path: str, predictor_path: str, strength: float, correction: float, out: str) -> None:
+    """A shipped checkpoint with a predicted colour prior (memory.Predictor) in its colour_predictor entry."""
+    ckpt = load_checkpoint(ckpt_path)
+    predictor = Predictor.load(predictor_path)
+    bins = ckpt.get("ab_prior", {}).get("bins")
+    if bins is None or bins.shape != predictor.bins.shape or not np.allclose(bins.float().numpy(), predictor.bins):
+        raise SystemExit(f"error: {predictor_path} was fitted for another model's colour bins "
+                         f"(build_memory.py --predictor -model {ckpt_path})")
+    ckpt["colour_predictor"] = {"weights": torch.from_numpy(predictor.weights).half(),
+                                **{k: torch.from_numpy(getattr(predictor, k)) for k in ("offset", "mean", "std")},
+                                "strength": float(strength), "correction": float(correction)}
+    save_checkpoint(ckpt, out)
+    print(f"wrote {out} ({os.path.getsize(out) / 1e6:.1f} MB): predicted colour prior, s {strength:g}, c {correction:g}")
 
 
 def write_onnx(ckpt: str, path: str, float16: bool = True) -> int:

@@ -16,9 +16,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from colour_prior import FLOOR
+
 K = 20           # neighbours looked up (experiments/memory_retrieval.py)
 TAU = 1.0        # softmax temperature over their cosine similarities (1: nearly an even mix)
 DIMS = 64        # principal axes kept of the standardised embedding
+LAMBDA = 1000.0   # the Predictor's ridge penalty (experiments/memory_embedding.py)
+PREDICTOR_STRENGTH = 0.6    # the shipped predicted prior's s and c (experiments/predicted_prior_study.py)
+PREDICTOR_CORRECTION = 0.0
 TRUST_FEATURES = ("top_similarity", "mean_similarity", "agreement", "distance_to_network")
 
 
@@ -66,6 +71,54 @@ class Lookup:
     features: np.ndarray      # (len(TRUST_FEATURES),) what Trust decides from
     strength: float           # the trust's answer
     neighbours: np.ndarray    # (K,) bank indices, most similar first
+
+
+@dataclass
+class Predictor:
+    """A grey photo's colours predicted, not looked up: a ridge regression from the standardised raw embedding
+    to the square roots of the photo's histogram (where Euclidean distance is Hellinger's), its answer clipped
+    at 0, squared and normalised. Fitted in closed form on a bank's photos; (E, Q) weights."""
+    weights: np.ndarray       # (E, Q)
+    offset: np.ndarray        # (Q,) the mean square-rooted histogram
+    mean: np.ndarray          # (E,) standardisation of the raw embedding
+    std: np.ndarray           # (E,)
+    bins: np.ndarray          # (Q, 2)
+
+    @classmethod
+    def fit(cls, raw: np.ndarray, hists: np.ndarray, bins: np.ndarray, lam: float = LAMBDA) -> "Predictor":
+        raw = raw.astype(np.float64)
+        mean, std = raw.mean(0), raw.std(0) + 1e-6
+        z = (raw - mean) / std
+        y = np.sqrt(hists / np.maximum(hists.sum(1, keepdims=True), 1e-12))
+        offset = y.mean(0)
+        weights = np.linalg.solve(z.T @ z + lam * np.eye(z.shape[1]), z.T @ (y - offset))
+        return cls(weights.astype(np.float32), offset.astype(np.float32), mean.astype(np.float32),
+                   std.astype(np.float32), bins.astype(np.float32))
+
+    def predict(self, raw: np.ndarray) -> np.ndarray:
+        """Raw embeddings (..., E) -> histograms (..., Q) summing to 1."""
+        y = np.clip(((raw - self.mean) / self.std) @ self.weights + self.offset, 0, None) ** 2
+        return y / np.maximum(y.sum(-1, keepdims=True), 1e-12)
+
+    def bias(self, raw: np.ndarray, prior: np.ndarray, strength: float, correction: float = 0.0) -> np.ndarray:
+        """The decode's bias for a photo (model.PriorHead computes the same inside the graph):
+        s (log h - log p) - c log p, h the prediction mixed with FLOOR of the training prior p; c > 0 favours
+        the rarer colours (the colour the pull towards h takes away)."""
+        p = np.clip(prior.astype(np.float64), 1e-12, None)
+        h = (1 - FLOOR) * self.predict(raw) + FLOOR * p
+        return (strength * (np.log(h) - np.log(p)) - correction * np.log(p)).astype(np.float32)
+
+    def to_arrays(self) -> dict:
+        return {"weights": self.weights, "offset": self.offset, "mean": self.mean, "std": self.std, "bins": self.bins}
+
+    def save(self, path: str) -> None:
+        np.savez_compressed(path, **{k: v.astype(np.float16) if k == "weights" else v
+                                     for k, v in self.to_arrays().items()})
+
+    @classmethod
+    def load(cls, path: str) -> "Predictor":
+        with np.load(path, allow_pickle=False) as d:
+            return cls(*(np.asarray(d[k], np.float32) for k in ("weights", "offset", "mean", "std", "bins")))
 
 
 @dataclass

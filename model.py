@@ -363,26 +363,59 @@ def build_model(cfg: ModelConfig | dict, members: int = 1) -> ColorUNet | Encode
     return network(cfg) if members == 1 else ColorEnsemble(cfg, members)
 
 
+class PriorHead(nn.Module):
+    """A colour prior predicted from the photo itself (memory.Predictor, in the graph): the embedding (B, E) ->
+    bias (B, Q) = s (log h - log p) - c log p, h a ridge regression's square-rooted histogram clipped at 0,
+    squared, normalised and mixed with `floor` of the training prior p. Fixed weights, fitted outside torch."""
+
+    def __init__(self, weights: torch.Tensor, offset: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+                 prior: torch.Tensor, strength: float, correction: float = 0.0, floor: float = 0.05):
+        super().__init__()
+        for name, value in (("weights", weights), ("offset", offset), ("mean", mean), ("std", std)):
+            self.register_buffer(name, value.float())
+        self.register_buffer("log_prior", prior.double().clamp_min(1e-12).log().float())
+        self.strength, self.correction, self.floor = float(strength), float(correction), float(floor)
+
+    def forward(self, embedding: torch.Tensor) -> torch.Tensor:
+        y = (((embedding - self.mean) / self.std) @ self.weights + self.offset).clamp_min(0) ** 2
+        h = y / y.sum(-1, keepdim=True).clamp_min(1e-12)
+        h = (1 - self.floor) * h + self.floor * self.log_prior.exp()
+        return self.strength * (h.log() - self.log_prior) - self.correction * self.log_prior
+
+
 class InferenceGraph(nn.Module):
     """What inference runs, in one graph (the torch runner's network, and what export_model.py writes as
     ONNX): the network, its decode with fixed settings, and the outputs other tools read.
 
-    forward(l (1, 1, h, w) normalised L, bias (1, Q) or None, hints (1, 3, h, w) or None) ->
-      ab (1, 2, h2, w2): the decoded colour in Lab units at the head's resolution (h2 = (h + 1) // 2);
+    forward(l (1, 1, h, w) normalised L, bias (1, Q) or None, hints (1, 3, h, w) or None, memory (1,) or None)
+    -> ab (1, 2, h2, w2): the decoded colour in Lab units at the head's resolution (h2 = (h + 1) // 2);
       embedding (1, 2C): per channel the mean and standard deviation over the image of the encoder's
         deepest feature map (forward_features; an ensemble's members averaged);
       probs (1, Q, h2, w2), classification only: softmax((logits - c log w + bias) / T).
     bias: a per-image colour prior added to the calibrated logits (classification only; zeros change nothing).
+    predictor: a PriorHead, or None. With one, its bias from the embedding, times memory (1: on, 0: off;
+    None: on), is added to `bias`, in the same pass.
     """
 
-    def __init__(self, model: nn.Module, settings: Decode = Decode()):
+    def __init__(self, model: nn.Module, settings: Decode = Decode(), predictor: PriorHead | None = None):
         super().__init__()
-        self.model, self.settings = model, settings
+        self.model, self.settings, self.predictor = model, settings, predictor
         self.classification = model.cfg.head == "classification"
+        if predictor is not None and not self.classification:
+            raise ValueError("a predicted colour prior needs a classification head")
 
-    def forward(self, l: torch.Tensor, bias: torch.Tensor | None = None, hints: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, ...]:
+    def forward(self, l: torch.Tensor, bias: torch.Tensor | None = None, hints: torch.Tensor | None = None,
+                memory: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         out, deepest = self.model.forward_features(l, hints)
+        deepest = deepest.float()
+        embedding = torch.cat([deepest.mean((-2, -1)), deepest.std((-2, -1), unbiased=False)], -1)
+        if embedding.dim() == 3:  # an ensemble's (M, B, 2C)
+            embedding = embedding.mean(0)
+        if self.predictor is not None:
+            predicted = self.predictor(embedding)
+            if memory is not None:
+                predicted = predicted * memory.reshape(-1, 1)
+            bias = predicted if bias is None else bias + predicted
         probs = None
         if self.classification:
             probs = self.model.class_probs(out, self.settings, bias)
@@ -391,8 +424,4 @@ class InferenceGraph(nn.Module):
         else:
             ab = self.model.decode(out, self.settings, bias, probs)
         ab = self.model.cfg.norm.ab_inv(ab)
-        deepest = deepest.float()
-        embedding = torch.cat([deepest.mean((-2, -1)), deepest.std((-2, -1), unbiased=False)], -1)
-        if embedding.dim() == 3:  # an ensemble's (M, B, 2C)
-            embedding = embedding.mean(0)
         return (ab, embedding) if probs is None else (ab, embedding, probs)

@@ -155,6 +155,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--memory", metavar="BANK", help="a colour memory built with build_memory.py from your own colour "
                    "photos: each photo borrows the colours of the most similar ones, as far as they can be trusted "
                    "(photos only; a film takes --reference)")
+    p.add_argument("--no-memory", action="store_true", help="decode without the colour prior a model predicts from "
+                   "each photo (a model exported with one, docs/priors.md); the network's colours alone")
     p.add_argument("--edit", action="store_true", help="open the photo in the colour editor, a page in the browser "
                    "(docs/editor.md): click points, pick colours, save; starts from --hint/--hints if given")
     p.add_argument("--port", type=_port, default=0, help="--edit: the local port (default: a free one)")
@@ -267,7 +269,9 @@ def _load_colorizer(args: argparse.Namespace) -> Colorizer:
         if device_error:
             raise CheckpointError(device_error)
     try:
-        return Colorizer.from_checkpoint(path, device=args.device, size=args.size, **decode_overrides(args))
+        colorizer = Colorizer.from_checkpoint(path, device=args.device, size=args.size, **decode_overrides(args))
+        colorizer.memory = not args.no_memory
+        return colorizer
     except CheckpointError as e:
         if not args.model and not os.path.exists(path):
             raise CheckpointError(f"{e} (train one with train.py and export it, or pass -model CKPT)") from None

@@ -1,7 +1,8 @@
 """The network run by onnxruntime: checkpoints/colorizer.onnx as export_model.py writes it, with no torch.
 
 The graph (model.InferenceGraph, exported) takes `l` (1, 1, h, w) normalised L, `bias` (1, Q) for a
-classification head and `hints` (1, 3, h, w) for a model trained with a hint input, and gives `ab`,
+classification head, `hints` (1, 3, h, w) for a model trained with a hint input and `memory` (1,) for one with
+a predicted colour prior (model.PriorHead: 1 on, 0 off), and gives `ab`,
 `embedding` and, for a classification head, `probs`. Its metadata_props hold, as JSON, what the numpy side
 needs: model_config, decode, size, hint_propagation, bins and prior.
 """
@@ -52,9 +53,10 @@ class OnnxRunner(Runner):
         propagation = None if meta["hint_propagation"] is None else tuple(meta["hint_propagation"])
         super().__init__(meta["model_config"], Decode.from_dict(meta["decode"]), int(meta["size"]), propagation,
                          bins, prior)
+        self.predicts_prior = "memory" in self.inputs
 
     def run(self, l: np.ndarray, hints: np.ndarray | None = None, bias: np.ndarray | None = None,
-            outputs: tuple[str, ...] | None = None) -> dict:
+            outputs: tuple[str, ...] | None = None, memory: float = 1.0) -> dict:
         feed = {"l": np.ascontiguousarray(l, dtype=np.float32)}
         if "bias" in self.inputs:
             feed["bias"] = (np.zeros((1, len(self.bins)), np.float32) if bias is None
@@ -64,5 +66,7 @@ class OnnxRunner(Runner):
         if "hints" in self.inputs:
             feed["hints"] = (np.zeros((1, 3, *l.shape[-2:]), np.float32) if hints is None
                              else np.ascontiguousarray(hints, dtype=np.float32))
+        if "memory" in self.inputs:
+            feed["memory"] = np.full(1, memory, np.float32)
         names = self.outputs if outputs is None else [n for n in self.outputs if n in outputs]
         return dict(zip(names, self.session.run(names, feed)))  # probs alone is 12 MB at 192x288

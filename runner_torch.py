@@ -8,7 +8,7 @@ import torch
 from colorizer import Runner
 from decoding import Decode
 from hints import PROPAGATION
-from model import InferenceGraph, ModelConfig, build_model
+from model import InferenceGraph, ModelConfig, PriorHead, build_model
 from utils import CheckpointError, float_weights, load_checkpoint, prior_from_weights
 
 
@@ -67,19 +67,34 @@ def training_prior(model: torch.nn.Module, ckpt: dict | None = None) -> np.ndarr
     return prior_from_weights(net.log_weights.detach().cpu(), lam).numpy()
 
 
+def prior_head(ckpt: dict, prior: np.ndarray | None, path: str) -> PriorHead | None:
+    """The checkpoint's predicted colour prior (its colour_predictor entry, export_model.py --predictor) as a
+    PriorHead, or None."""
+    entry = ckpt.get("colour_predictor")
+    if entry is None:
+        return None
+    try:
+        return PriorHead(entry["weights"], entry["offset"], entry["mean"], entry["std"], torch.from_numpy(prior),
+                         float(entry["strength"]), float(entry.get("correction", 0.0)))
+    except (KeyError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{path}: a bad colour_predictor entry ({type(e).__name__}: {e})") from None
+
+
 class TorchRunner(Runner):
     """model.InferenceGraph on torch: run(l, hints, bias) -> the same dict of numpy arrays as OnnxRunner."""
 
     def __init__(self, model: torch.nn.Module, decode: Decode = Decode(), device: str = "cpu",
                  size: int | None = None, propagation: tuple[float, float] | None = PROPAGATION,
-                 prior: np.ndarray | None = None):
+                 prior: np.ndarray | None = None, predictor: PriorHead | None = None):
         self.model = model.eval().to(device)
         self.device = torch.device(device)
-        self.graph = InferenceGraph(self.model, decode)
+        self.predictor = predictor
+        self.graph = InferenceGraph(self.model, decode, None if predictor is None else predictor.to(device))
         net = model.members[0] if hasattr(model, "members") else model
         bins = net.bins.detach().float().cpu().numpy() if model.cfg.head == "classification" else None
         super().__init__(model.cfg.to_dict(), decode, size, propagation, bins,
                          prior if prior is not None else training_prior(model))
+        self.predicts_prior = predictor is not None
 
     @classmethod
     def from_checkpoint(cls, path: str, device: str = "cpu") -> "TorchRunner":
@@ -90,18 +105,21 @@ class TorchRunner(Runner):
         tc = ckpt.get("train_config") or {}
         size = inf.get("size") or tc.get("resize") or round(tc.get("crop_size", 128) * 1.25)
         propagation = tuple(inf.get("hint_propagation", PROPAGATION))
-        return cls(model, Decode.from_dict(inf), device, int(size), propagation, training_prior(model, ckpt))
+        prior = training_prior(model, ckpt)
+        return cls(model, Decode.from_dict(inf), device, int(size), propagation, prior,
+                   prior_head(ckpt, prior, path))
 
     def with_decode(self, decode: Decode) -> "TorchRunner":
-        return TorchRunner(self.model, decode, self.device, self.size, self.propagation, self.prior)
+        return TorchRunner(self.model, decode, self.device, self.size, self.propagation, self.prior, self.predictor)
 
     @torch.inference_mode()
     def run(self, l: np.ndarray, hints: np.ndarray | None = None, bias: np.ndarray | None = None,
-            outputs: tuple[str, ...] | None = None) -> dict:
+            outputs: tuple[str, ...] | None = None, memory: float = 1.0) -> dict:
         def tensor(a):
             return None if a is None else torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(self.device)
         if bias is not None and self.bins is None:
             raise ValueError("a colour prior (bias) needs a classification head")
-        outs = self.graph(tensor(l), tensor(bias), tensor(hints) if self.takes_hints else None)
+        outs = self.graph(tensor(l), tensor(bias), tensor(hints) if self.takes_hints else None,
+                          tensor(np.full(1, memory)))
         names = ("ab", "embedding", "probs")
         return {k: v.float().cpu().numpy() for k, v in zip(names, outs) if outputs is None or k in outputs}
