@@ -2,9 +2,11 @@
 (the most accurate setting at least as colourful as the automatic decode), read off on the held-out landscapes
 (the two-folder rule), with val/bsds and Kodak shown beside (issue 28).
 
-python -m experiments.predicted_prior_study --cache DIR [DIR ...] [--strengths ...] [--gains ...] [--corrections ...]
+python -m experiments.predicted_prior_study (--cache DIR [DIR ...] | --predictor NPZ) [--strengths ...] [--gains ...]
+    [--corrections ...]
 
-memory.Predictor is fitted on every cached photo (experiments.memory_features) except the held-out landscapes;
+memory.Predictor is fitted on every cached photo (experiments.memory_features) except the held-out landscapes,
+or read from a file (build_memory.py --predictor);
 each scored photo's grey gives the network's embedding, the predictor's histogram h, and the decode with bias
 s (log h - log p) - c log p and the centred gain. Writes predicted_prior_study.json (per set and setting: PSNR gain over grey,
 colourfulness as a share of the originals') to --out.
@@ -34,21 +36,15 @@ def photos(folder: str) -> list[str]:
     return sorted(p for p in glob.glob(os.path.join(folder, "*")) if p.lower().endswith(INPUT_EXTENSIONS))
 
 
-def bias(h: np.ndarray, prior: np.ndarray, strength: float, correction: float) -> np.ndarray:
-    """s (log h - log p) - c log p: the predicted histogram's pull, and c more of the rare colours."""
-    return cp.prior_bias(h, prior, strength) - np.float32(correction) * np.log(np.clip(prior, 1e-12, None))
-
-
 def score(colorizer: Colorizer, predictor: Predictor, path: str, settings: list[tuple[float, float, float]]) -> dict:
     with Image.open(path) as im:
         true = np.asarray(im.convert("RGB"))
     grey = np.asarray(Image.fromarray(true).convert("L"))
     emb = colorizer.run(colorizer.network_input(grey), outputs=("embedding",))["embedding"][0]
-    h = predictor.predict(emb)
     g = psnr(np.repeat(grey[..., None], 3, -1), true)
     row = {"path": path, "cf_orig": colourfulness(true), "gain": [], "cf": []}
     for s, gain, c in settings:
-        prior = None if s == c == 0 and gain == 1 else cp.ColourPrior(bias(h, colorizer.prior, s, c), gain)
+        prior = None if s == c == 0 and gain == 1 else cp.ColourPrior(predictor.bias(emb, colorizer.prior, s, c), gain)
         rgb = colorizer.colorize_grey(grey, prior=prior)
         row["gain"].append(psnr(rgb, true) - g)
         row["cf"].append(colourfulness(rgb))
@@ -57,7 +53,9 @@ def score(colorizer: Colorizer, predictor: Predictor, path: str, settings: list[
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cache", nargs="+", required=True)
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--cache", nargs="+")
+    src.add_argument("--predictor", help="a fitted predictor (build_memory.py --predictor) instead of --cache")
     ap.add_argument("--model", default=DEFAULT_MODEL)
     ap.add_argument("--strengths", type=float, nargs="+", default=[0.4, 0.6, 0.8, 1.0, 1.2])
     ap.add_argument("--gains", type=float, nargs="+", default=[1.0, 1.15, 1.3])
@@ -69,19 +67,21 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=os.path.join("experiments", "results", "memory"))
     args = ap.parse_args(argv)
     colorizer = Colorizer.from_checkpoint(args.model)
-    parts = [load_cache(c) for c in args.cache]
-    raw, hists = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-    rel = [os.path.relpath(x, TRAIN) for p in parts for x in p[2]]
     with open(HOLDOUT) as f:
         held = sorted(line.strip() for line in f if line.strip() and not line.startswith("#"))
-    keep = np.array([r not in set(held) for r in rel])
-    predictor = Predictor.fit(raw[keep], hists[keep], colorizer.bins, args.lam)
-    print(f"predictor fitted on {keep.sum()} photos (lambda {args.lam:g})", flush=True)
+    if args.predictor:
+        predictor, fitted_on = Predictor.load(args.predictor), args.predictor
+    else:
+        parts = [load_cache(c) for c in args.cache]
+        raw, hists = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        keep = np.array([os.path.relpath(x, TRAIN) not in set(held) for p in parts for x in p[2]])
+        predictor, fitted_on = Predictor.fit(raw[keep], hists[keep], colorizer.bins, args.lam), int(keep.sum())
+    print(f"predictor: {fitted_on}", flush=True)
     settings = [(0.0, 1.0, 0.0)] + [(s, g, c) for s in args.strengths for g in args.gains for c in args.corrections]
     sets = {"val_general": photos(VAL),
             "holdout_landscapes": spaced([os.path.join(TRAIN, h) for h in held], args.holdout),
             "val_bsds": photos(SETS["val_bsds"]), "kodak": photos(SETS["kodak"])}
-    result = {"fitted_on": int(keep.sum()), "lambda": args.lam, "settings": settings, "sets": {}}
+    result = {"fitted_on": fitted_on, "lambda": args.lam, "settings": settings, "sets": {}}
     for name, ps in sets.items():
         rows = [score(colorizer, predictor, p, settings) for p in ps]
         cf_orig = np.mean([r["cf_orig"] for r in rows])
