@@ -180,7 +180,8 @@ def export_onnx(runner, path: str, float16: bool = True) -> None:
             "bins": None if runner.bins is None else runner.bins.tolist(),
             "prior": None if runner.prior is None else [float(p) for p in runner.prior]}
     if runner.predicts_prior:
-        meta["colour_predictor"] = {"strength": runner.predictor.strength, "correction": runner.predictor.correction}
+        meta["colour_predictor"] = {"strength": runner.predictor.strength, "correction": runner.predictor.correction,
+                                    "gate": runner.predictor.gate}
     onnx.helper.set_model_props(proto, {k: json.dumps(v) for k, v in meta.items()})
     onnx.checker.check_model(proto)
     write_atomic(path, lambda f: f.write(proto.SerializeToString()))
@@ -196,6 +197,8 @@ def main(argv=None) -> int:
                    "predicted colours")
     p.add_argument("--predictor-correction", type=float, default=PREDICTOR_CORRECTION, help="its push c towards "
                    "rarer colours")
+    p.add_argument("--predictor-gate", type=float, nargs=2, default=None, metavar=("T", "W"), help="trust the "
+                   "prediction by sigmoid((T - its entropy) / W) (default: fully)")
     p.add_argument("--float32", action="store_true", help="ONNX: store the weights as float32 (default float16)")
     p.add_argument("--checkpoint", default="best.pt", help="which checkpoint of the run")
     p.add_argument("--data", default="", help="the run's training folder, if it is elsewhere now (a packed copy "
@@ -223,7 +226,8 @@ def main(argv=None) -> int:
     if args.predictor:
         if not args.onnx or os.path.abspath(args.out) == os.path.abspath(args.onnx):
             p.error("--predictor goes with --onnx CKPT and an --out of its own")
-        attach_predictor(args.onnx, args.predictor, args.predictor_strength, args.predictor_correction, args.out)
+        attach_predictor(args.onnx, args.predictor, args.predictor_strength, args.predictor_correction, args.out,
+                         args.predictor_gate)
         return write_onnx(args.out, os.path.splitext(args.out)[0] + ".onnx", not args.float32)
     if args.onnx:
         return write_onnx(args.onnx, os.path.splitext(args.onnx)[0] + ".onnx", not args.float32)
@@ -297,7 +301,8 @@ def main(argv=None) -> int:
     return write_onnx(args.out, os.path.splitext(args.out)[0] + ".onnx", not args.float32)
 
 
-def attach_predictor(ckpt_path: str, predictor_path: str, strength: float, correction: float, out: str) -> None:
+def attach_predictor(ckpt_path: str, predictor_path: str, strength: float, correction: float, out: str,
+                     gate: Sequence[float] | None = None) -> None:
     """A shipped checkpoint with a predicted colour prior (memory.Predictor) in its colour_predictor entry."""
     ckpt = load_checkpoint(ckpt_path)
     predictor = Predictor.load(predictor_path)
@@ -307,9 +312,11 @@ def attach_predictor(ckpt_path: str, predictor_path: str, strength: float, corre
                          f"(build_memory.py --predictor -model {ckpt_path})")
     ckpt["colour_predictor"] = {"weights": torch.from_numpy(predictor.weights).half(),
                                 **{k: torch.from_numpy(getattr(predictor, k)) for k in ("offset", "mean", "std")},
-                                "strength": float(strength), "correction": float(correction)}
+                                "strength": float(strength), "correction": float(correction),
+                                "gate": None if gate is None else [float(g) for g in gate]}
     save_checkpoint(ckpt, out)
-    print(f"wrote {out} ({os.path.getsize(out) / 1e6:.1f} MB): predicted colour prior, s {strength:g}, c {correction:g}")
+    print(f"wrote {out} ({os.path.getsize(out) / 1e6:.1f} MB): predicted colour prior, s {strength:g}, "
+          f"c {correction:g}, gate {gate}")
 
 
 def write_onnx(ckpt: str, path: str, float16: bool = True) -> int:

@@ -22,13 +22,18 @@ K = 20           # neighbours looked up (experiments/memory_retrieval.py)
 TAU = 1.0        # softmax temperature over their cosine similarities (1: nearly an even mix)
 DIMS = 64        # principal axes kept of the standardised embedding
 LAMBDA = 1000.0   # the Predictor's ridge penalty (experiments/memory_embedding.py)
-PREDICTOR_STRENGTH = 0.6    # the shipped predicted prior's s and c (experiments/predicted_prior_study.py)
-PREDICTOR_CORRECTION = 0.0
+PREDICTOR_STRENGTH = 0.6    # a predicted prior's s and c, chosen on val/general (experiments/predicted_prior_study.py)
+PREDICTOR_CORRECTION = 0.1
 TRUST_FEATURES = ("top_similarity", "mean_similarity", "agreement", "distance_to_network")
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-8)
+
+
+def entropy(h: np.ndarray) -> np.ndarray:
+    """Entropy (nats) of histograms (..., Q) that sum to 1."""
+    return -(h * np.log(np.clip(h, 1e-12, None))).sum(-1)
 
 
 def quantise_hists(hists: np.ndarray) -> np.ndarray:
@@ -100,13 +105,20 @@ class Predictor:
         y = np.clip(((raw - self.mean) / self.std) @ self.weights + self.offset, 0, None) ** 2
         return y / np.maximum(y.sum(-1, keepdims=True), 1e-12)
 
-    def bias(self, raw: np.ndarray, prior: np.ndarray, strength: float, correction: float = 0.0) -> np.ndarray:
+    def bias(self, raw: np.ndarray, prior: np.ndarray, strength: float, correction: float = 0.0,
+             gate: tuple[float, float] | None = None) -> np.ndarray:
         """The decode's bias for a photo (model.PriorHead computes the same inside the graph):
         s (log h - log p) - c log p, h the prediction mixed with FLOOR of the training prior p; c > 0 favours
-        the rarer colours (the colour the pull towards h takes away)."""
+        the rarer colours (the colour the pull towards h takes away). gate (t, w): the bias times
+        sigmoid((t - H) / w), H the prediction's entropy: an unsure (flat) prediction is trusted less
+        (experiments/predicted_prior_gate.py)."""
         p = np.clip(prior.astype(np.float64), 1e-12, None)
-        h = (1 - FLOOR) * self.predict(raw) + FLOOR * p
-        return (strength * (np.log(h) - np.log(p)) - correction * np.log(p)).astype(np.float32)
+        pred = self.predict(raw)
+        h = (1 - FLOOR) * pred + FLOOR * p
+        bias = strength * (np.log(h) - np.log(p)) - correction * np.log(p)
+        if gate is not None:
+            bias = bias / (1 + np.exp(-(gate[0] - entropy(pred)) / gate[1]))[..., None]
+        return bias.astype(np.float32)
 
     def to_arrays(self) -> dict:
         return {"weights": self.weights, "offset": self.offset, "mean": self.mean, "std": self.std, "bins": self.bins}

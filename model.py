@@ -366,11 +366,14 @@ def build_model(cfg: ModelConfig | dict, members: int = 1) -> ColorUNet | Encode
 class PriorHead(nn.Module):
     """A colour prior predicted from the photo itself (memory.Predictor, in the graph): the embedding (B, E) ->
     bias (B, Q) = s (log h - log p) - c log p, h a ridge regression's square-rooted histogram clipped at 0,
-    squared, normalised and mixed with `floor` of the training prior p. Fixed weights, fitted outside torch."""
+    squared, normalised and mixed with `floor` of the training prior p. Fixed weights, fitted outside torch.
+    gate (t, w) or None: the bias times sigmoid((t - H) / w), H the entropy of the unmixed h."""
 
     def __init__(self, weights: torch.Tensor, offset: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
-                 prior: torch.Tensor, strength: float, correction: float = 0.0, floor: float = 0.05):
+                 prior: torch.Tensor, strength: float, correction: float = 0.0, floor: float = 0.05,
+                 gate: tuple[float, float] | None = None):
         super().__init__()
+        self.gate = None if gate is None else (float(gate[0]), float(gate[1]))
         for name, value in (("weights", weights), ("offset", offset), ("mean", mean), ("std", std)):
             self.register_buffer(name, value.float())
         self.register_buffer("log_prior", prior.double().clamp_min(1e-12).log().float())
@@ -378,9 +381,13 @@ class PriorHead(nn.Module):
 
     def forward(self, embedding: torch.Tensor) -> torch.Tensor:
         y = (((embedding - self.mean) / self.std) @ self.weights + self.offset).clamp_min(0) ** 2
-        h = y / y.sum(-1, keepdim=True).clamp_min(1e-12)
-        h = (1 - self.floor) * h + self.floor * self.log_prior.exp()
-        return self.strength * (h.log() - self.log_prior) - self.correction * self.log_prior
+        pred = y / y.sum(-1, keepdim=True).clamp_min(1e-12)
+        h = (1 - self.floor) * pred + self.floor * self.log_prior.exp()
+        bias = self.strength * (h.log() - self.log_prior) - self.correction * self.log_prior
+        if self.gate is not None:
+            entropy = -(pred * pred.clamp_min(1e-12).log()).sum(-1, keepdim=True)
+            bias = bias * torch.sigmoid((self.gate[0] - entropy) / self.gate[1])
+        return bias
 
 
 class InferenceGraph(nn.Module):

@@ -74,8 +74,10 @@ def prior_head(ckpt: dict, prior: np.ndarray | None, path: str) -> PriorHead | N
     if entry is None:
         return None
     try:
+        gate = entry.get("gate")
         return PriorHead(entry["weights"], entry["offset"], entry["mean"], entry["std"], torch.from_numpy(prior),
-                         float(entry["strength"]), float(entry.get("correction", 0.0)))
+                         float(entry["strength"]), float(entry.get("correction", 0.0)),
+                         gate=None if gate is None else (float(gate[0]), float(gate[1])))
     except (KeyError, TypeError, AttributeError) as e:
         raise CheckpointError(f"{path}: a bad colour_predictor entry ({type(e).__name__}: {e})") from None
 

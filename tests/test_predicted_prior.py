@@ -43,15 +43,20 @@ def test_the_graph_head_computes_the_predictors_bias():
                      rng.normal(size=e).astype(np.float32), np.full(e, 2.0, np.float32), np.zeros((q, 2), np.float32))
     prior = rng.dirichlet(np.ones(q)).astype(np.float32)
     raw = rng.normal(size=(3, e)).astype(np.float32)
-    head = PriorHead(*(torch.from_numpy(getattr(pred, k)) for k in ("weights", "offset", "mean", "std")),
-                     torch.from_numpy(prior), strength=0.8, correction=0.2)
-    expected = np.stack([pred.bias(r, prior, 0.8, 0.2) for r in raw])
-    assert np.allclose(head(torch.from_numpy(raw)).numpy(), expected, atol=1e-4)
+    arrays = [torch.from_numpy(getattr(pred, k)) for k in ("weights", "offset", "mean", "std")]
+    for gate in (None, (2.2, 0.05)):
+        head = PriorHead(*arrays, torch.from_numpy(prior), strength=0.8, correction=0.2, gate=gate)
+        expected = np.stack([pred.bias(r, prior, 0.8, 0.2, gate) for r in raw])
+        assert np.allclose(head(torch.from_numpy(raw)).numpy(), expected, atol=1e-4)
+    full = pred.bias(raw, prior, 0.8, 0.2)
+    assert np.allclose(pred.bias(raw, prior, 0.8, 0.2, (50.0, 1.0)), full, atol=1e-5)  # sure: all of it
+    assert np.abs(pred.bias(raw, prior, 0.8, 0.2, (-50.0, 1.0))).max() < 1e-5         # unsure: none
 
 
 @pytest.fixture(scope="module")
 def red_model(tmp_path_factory) -> tuple[str, str]:
-    """The shipped network with a prior fitted on red-tinted photos, at full strength: (.pt, .onnx)."""
+    """The shipped network with a prior fitted on red-tinted photos, at full strength, through the gate's code
+    (open for every photo): (.pt, .onnx)."""
     folder = tmp_path_factory.mktemp("red")
     for i, load in enumerate((data.astronaut, data.coffee, data.chelsea, data.rocket, data.immunohistochemistry)):
         rgb = np.asarray(Image.fromarray(load()).convert("RGB").resize((128, 96))).astype(np.float64)
@@ -61,7 +66,8 @@ def red_model(tmp_path_factory) -> tuple[str, str]:
     from export_model import main as export
     out = folder / "red.pt"
     assert export(["--onnx", DEFAULT_TORCH_MODEL, "--predictor", str(folder / "predictor.npz"),
-                   "--predictor-strength", "1.0", "--out", str(out)]) == 0
+                   "--predictor-strength", "1.0", "--predictor-gate", "99", "1",  # a gate that trusts every photo
+                   "--out", str(out)]) == 0
     return str(out), str(out.with_suffix(".onnx"))
 
 
