@@ -9,7 +9,7 @@ unsure prediction is a flat average that only mutes). The gate scales the bias b
 entropy. For every photo of val/general, the held-out landscapes, val/bsds and Kodak: H, and the PSNR and
 colourfulness at gate values 0, 0.5 and 1 (interpolated between). (t, w) is chosen on val/general alone, the
 largest mean PSNR gain whose mean colourfulness is at least the automatic decode's; the other sets are read off.
-Writes predicted_prior_gate.json and its rows to --out.
+Writes predicted_prior_gate_s<s>_c<c>.json and its rows to --out.
 """
 from __future__ import annotations
 
@@ -89,9 +89,10 @@ def main(argv=None) -> int:
         print(f"  {name:<19} ungated {ungated:+.2f} dB {100 * cf_ungated / cf_orig:+.1f} points; gated "
               f"{gain:+.2f} dB {100 * dcf / cf_orig:+.1f} points ({result['sets'][name]['share_on']:.0%} below t)")
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "predicted_prior_gate.json"), "w") as f:
+    name = f"predicted_prior_gate_s{args.strength:g}_c{args.correction:g}"
+    with open(os.path.join(args.out, name + ".json"), "w") as f:
         json.dump({**result, "grid": grid}, f, indent=1)
-    with open(os.path.join(args.out, "predicted_prior_gate_rows.jsonl"), "w") as f:
+    with open(os.path.join(args.out, name + "_rows.jsonl"), "w") as f:
         for name, rs in rows.items():
             for r in rs:
                 f.write(json.dumps({"set": name, **r}) + "\n")
