@@ -32,13 +32,25 @@ THRESHOLDS = np.round(np.arange(2.4, 3.31, 0.05), 2)
 WIDTHS = (0.02, 0.05, 0.1, 0.2)
 
 
-def score(colorizer: Colorizer, predictor: Predictor, path: str, s: float, c: float) -> dict:
+def predictor_input(colorizer: Colorizer, grey: np.ndarray, inputs: str) -> np.ndarray:
+    """What the predictor reads: the embedding, or (inputs "embedding+network") the embedding and the square
+    roots of the network's own colours (its probabilities without a prior, averaged over the pixels)."""
+    out = colorizer.run(colorizer.network_input(grey), bias=np.zeros(len(colorizer.bins), np.float32),
+                        outputs=("embedding", "probs"))
+    if inputs == "embedding":
+        return out["embedding"][0]
+    net = out["probs"][0].mean((1, 2))
+    return np.concatenate([out["embedding"][0], np.sqrt(net / net.sum())])
+
+
+def score(colorizer: Colorizer, predictor: Predictor, path: str, s: float, c: float,
+          inputs: str = "embedding") -> dict:
     with Image.open(path) as im:
         true = np.asarray(im.convert("RGB"))
     grey = np.asarray(Image.fromarray(true).convert("L"))
-    emb = colorizer.run(colorizer.network_input(grey), outputs=("embedding",))["embedding"][0]
-    bias = predictor.bias(emb, colorizer.prior, s, c)
-    row = {"path": path, "entropy": float(entropy(predictor.predict(emb))), "psnr": [], "cf": []}
+    x = predictor_input(colorizer, grey, inputs)
+    bias = predictor.bias(x, colorizer.prior, s, c)
+    row = {"path": path, "entropy": float(entropy(predictor.predict(x))), "psnr": [], "cf": []}
     for level in LEVELS:
         rgb = colorizer.colorize_grey(grey, prior=cp.ColourPrior(level * bias) if level else None)
         row["psnr"].append(psnr(rgb, true))
@@ -61,6 +73,8 @@ def main(argv=None) -> int:
     ap.add_argument("--strength", type=float, default=PREDICTOR_STRENGTH)
     ap.add_argument("--correction", type=float, default=PREDICTOR_CORRECTION)
     ap.add_argument("--holdout", type=int, default=150)
+    ap.add_argument("--inputs", choices=("embedding", "embedding+network"), default="embedding",
+                    help="what the predictor was fitted on (experiments/predictor_inputs.py)")
     ap.add_argument("--out", default=os.path.join("experiments", "results", "memory"))
     args = ap.parse_args(argv)
     colorizer, predictor = Colorizer.from_checkpoint(args.model), Predictor.load(args.predictor)
@@ -71,14 +85,15 @@ def main(argv=None) -> int:
             "val_bsds": photos(SETS["val_bsds"]), "kodak": photos(SETS["kodak"])}
     rows = {}
     for name, ps in sets.items():
-        rows[name] = [score(colorizer, predictor, p, args.strength, args.correction) for p in ps]
+        rows[name] = [score(colorizer, predictor, p, args.strength, args.correction, args.inputs) for p in ps]
         print(f"scored {name}: {len(ps)} photos", flush=True)
     grid = [(t, w, *gated(rows["val_general"], t, w)) for t in THRESHOLDS for w in WIDTHS]
     ok = [g for g in grid if g[3] >= 0]
-    t, w, _, _ = max(ok, key=lambda g: g[2])
+    # none keeps the colour: the one that loses least of it (export_model.choose's fallback)
+    t, w, _, _ = max(ok, key=lambda g: g[2]) if ok else max(grid, key=lambda g: g[3])
     result = {"strength": args.strength, "correction": args.correction, "chosen": {"threshold": t, "width": w},
-              "sets": {}}
-    print(f"gate chosen on val/general: t {t:g}, w {w:g}")
+              "colour_kept": bool(ok), "sets": {}}
+    print(f"gate chosen on val/general: t {t:g}, w {w:g}" + ("" if ok else " (no gate kept the colour)"))
     for name, rs in rows.items():
         ungated, cf_ungated = gated(rs, 1e9, 1.0)
         gain, dcf = gated(rs, t, w)
@@ -89,7 +104,8 @@ def main(argv=None) -> int:
         print(f"  {name:<19} ungated {ungated:+.2f} dB {100 * cf_ungated / cf_orig:+.1f} points; gated "
               f"{gain:+.2f} dB {100 * dcf / cf_orig:+.1f} points ({result['sets'][name]['share_on']:.0%} below t)")
     os.makedirs(args.out, exist_ok=True)
-    name = f"predicted_prior_gate_s{args.strength:g}_c{args.correction:g}"
+    name = f"predicted_prior_gate_s{args.strength:g}_c{args.correction:g}" + (
+        "" if args.inputs == "embedding" else "_" + args.inputs.replace("+", "_"))
     with open(os.path.join(args.out, name + ".json"), "w") as f:
         json.dump({**result, "grid": grid}, f, indent=1)
     with open(os.path.join(args.out, name + "_rows.jsonl"), "w") as f:
