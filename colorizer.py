@@ -33,7 +33,7 @@ from files import CheckpointError
 from hints import PROPAGATION, Hint, HintError, hint_map, propagate_hints
 from image_io import grey_and_alpha
 from lab import PEAKS, blend_rows, lab_to_rgb, levels, levels_to_l, match_luma, upsample_cols, upsample_rows
-from memory import Bank
+from memory import Bank, Predictor
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # The shipped model, twice: ONNX (onnxruntime, no torch; the default) and the torch checkpoint it was
@@ -201,16 +201,20 @@ class Colorizer:
         rgbs = [np.asarray(r.convert("RGB")) if isinstance(r, Image.Image) else r for r in refs]
         return reference_prior(pool([photo_histogram(r, self.bins) for r in rgbs]), self.prior, strength)
 
-    def memory_prior(self, grey: np.ndarray, bank: Bank) -> ColourPrior:
-        """A colour prior looked up for this grey photo in a bank of colour photos (memory.py): the network
-        runs once for the photo's embedding and its own colours; the bank's neighbours give a histogram and
-        the bank's trust a strength. (predict_ab then runs the network again with the prior.)"""
+    def memory_prior(self, grey: np.ndarray, memory: Bank | Predictor) -> ColourPrior:
+        """A colour prior for this grey photo from a memory (memory.py): a bank of colour photos, whose
+        neighbours give a histogram and whose trust a strength, or a predictor, whose histogram from the
+        photo's embedding is used at the file's own setting. The network runs once for the embedding and its
+        own colours (predict_ab then runs it again with the prior)."""
         self.check_prior(True)
-        if bank.hists.shape[1] != len(self.bins) or not np.allclose(bank.bins, self.bins):
-            raise PriorError("the memory bank was built for another model's colour bins (build_memory.py -model)")
+        bins = memory.bins
+        if bins.shape != self.bins.shape or not np.allclose(bins, self.bins):
+            raise PriorError("the memory was built for another model's colour bins (build_memory.py -model)")
         out = self.run(self.network_input(grey), bias=np.zeros(len(self.bins), np.float32),
                        outputs=("embedding", "probs"))  # the network's own colours, no predicted prior
-        look = bank.lookup(out["embedding"][0], out["probs"][0].mean((1, 2)))
+        if isinstance(memory, Predictor):
+            return ColourPrior(memory.prior_bias(out["embedding"][0], self.prior))
+        look = memory.lookup(out["embedding"][0], out["probs"][0].mean((1, 2)))
         return ColourPrior(prior_bias(look.hist, self.prior, look.strength))
 
     @property

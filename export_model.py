@@ -39,7 +39,7 @@ import torch.nn as nn
 
 from dataset import find_images, split_holdout
 from evaluate import evaluate
-from memory import PREDICTOR_CORRECTION, PREDICTOR_STRENGTH, Predictor
+from memory import Predictor
 from model import Decode, InferenceGraph, ModelConfig, build_model
 from colorizer import Colorizer
 from train import ab_prior_entry
@@ -193,12 +193,12 @@ def main(argv=None) -> int:
     p.add_argument("--onnx", metavar="CKPT", help="only export this shipped checkpoint to ONNX (beside it, .onnx)")
     p.add_argument("--predictor", metavar="NPZ", help="with --onnx: put this predicted colour prior (build_memory.py "
                    "--predictor) into the checkpoint, written to --out, then export that")
-    p.add_argument("--predictor-strength", type=float, default=PREDICTOR_STRENGTH, help="its pull s towards the "
-                   "predicted colours")
-    p.add_argument("--predictor-correction", type=float, default=PREDICTOR_CORRECTION, help="its push c towards "
-                   "rarer colours")
+    p.add_argument("--predictor-strength", type=float, default=None, help="its pull s towards the predicted colours "
+                   "(default: the predictor file's own, as build_memory.py wrote it)")
+    p.add_argument("--predictor-correction", type=float, default=None, help="its push c towards rarer colours "
+                   "(default: the file's)")
     p.add_argument("--predictor-gate", type=float, nargs=2, default=None, metavar=("T", "W"), help="trust the "
-                   "prediction by sigmoid((T - its entropy) / W) (default: fully)")
+                   "prediction by sigmoid((T - its entropy) / W) (default: the file's)")
     p.add_argument("--float32", action="store_true", help="ONNX: store the weights as float32 (default float16)")
     p.add_argument("--checkpoint", default="best.pt", help="which checkpoint of the run")
     p.add_argument("--data", default="", help="the run's training folder, if it is elsewhere now (a packed copy "
@@ -301,15 +301,19 @@ def main(argv=None) -> int:
     return write_onnx(args.out, os.path.splitext(args.out)[0] + ".onnx", not args.float32)
 
 
-def attach_predictor(ckpt_path: str, predictor_path: str, strength: float, correction: float, out: str,
-                     gate: Sequence[float] | None = None) -> None:
-    """A shipped checkpoint with a predicted colour prior (memory.Predictor) in its colour_predictor entry."""
+def attach_predictor(ckpt_path: str, predictor_path: str, strength: float | None, correction: float | None,
+                     out: str, gate: Sequence[float] | None = None) -> None:
+    """A shipped checkpoint with a predicted colour prior (memory.Predictor) in its colour_predictor entry; a
+    setting left None is the predictor file's own."""
     ckpt = load_checkpoint(ckpt_path)
     predictor = Predictor.load(predictor_path)
     bins = ckpt.get("ab_prior", {}).get("bins")
     if bins is None or bins.shape != predictor.bins.shape or not np.allclose(bins.float().numpy(), predictor.bins):
         raise SystemExit(f"error: {predictor_path} was fitted for another model's colour bins "
                          f"(build_memory.py --predictor -model {ckpt_path})")
+    strength = predictor.strength if strength is None else strength
+    correction = predictor.correction if correction is None else correction
+    gate = predictor.gate if gate is None else tuple(gate)
     ckpt["colour_predictor"] = {"weights": torch.from_numpy(predictor.weights).half(),
                                 **{k: torch.from_numpy(getattr(predictor, k)) for k in ("offset", "mean", "std")},
                                 "strength": float(strength), "correction": float(correction),

@@ -24,6 +24,7 @@ DIMS = 64        # principal axes kept of the standardised embedding
 LAMBDA = 1000.0   # the Predictor's ridge penalty (experiments/memory_embedding.py)
 PREDICTOR_STRENGTH = 0.6    # a predicted prior's s and c, chosen on val/general (experiments/predicted_prior_study.py)
 PREDICTOR_CORRECTION = 0.1
+PREDICTOR_GATE = (3.25, 0.2)  # its entropy gate (t, w), chosen on val/general (experiments/predicted_prior_gate.py)
 TRUST_FEATURES = ("top_similarity", "mean_similarity", "agreement", "distance_to_network")
 
 
@@ -82,12 +83,16 @@ class Lookup:
 class Predictor:
     """A grey photo's colours predicted, not looked up: a ridge regression from the standardised raw embedding
     to the square roots of the photo's histogram (where Euclidean distance is Hellinger's), its answer clipped
-    at 0, squared and normalised. Fitted in closed form on a bank's photos; (E, Q) weights."""
+    at 0, squared and normalised. Fitted in closed form on a bank's photos; (E, Q) weights. The file keeps the
+    setting it is used at (strength, correction, gate): --memory FILE and export_model.py --predictor read it."""
     weights: np.ndarray       # (E, Q)
     offset: np.ndarray        # (Q,) the mean square-rooted histogram
     mean: np.ndarray          # (E,) standardisation of the raw embedding
     std: np.ndarray           # (E,)
     bins: np.ndarray          # (Q, 2)
+    strength: float = PREDICTOR_STRENGTH
+    correction: float = PREDICTOR_CORRECTION
+    gate: tuple[float, float] | None = PREDICTOR_GATE
 
     @classmethod
     def fit(cls, raw: np.ndarray, hists: np.ndarray, bins: np.ndarray, lam: float = LAMBDA) -> "Predictor":
@@ -120,17 +125,34 @@ class Predictor:
             bias = bias / (1 + np.exp(-(gate[0] - entropy(pred)) / gate[1]))[..., None]
         return bias.astype(np.float32)
 
+    def prior_bias(self, raw: np.ndarray, prior: np.ndarray) -> np.ndarray:
+        """bias at the file's own setting (strength, correction, gate)."""
+        return self.bias(raw, prior, self.strength, self.correction, self.gate)
+
     def to_arrays(self) -> dict:
         return {"weights": self.weights, "offset": self.offset, "mean": self.mean, "std": self.std, "bins": self.bins}
 
     def save(self, path: str) -> None:
         np.savez_compressed(path, **{k: v.astype(np.float16) if k == "weights" else v
-                                     for k, v in self.to_arrays().items()})
+                                     for k, v in self.to_arrays().items()},
+                            strength=np.float64(self.strength), correction=np.float64(self.correction),
+                            gate=np.asarray(self.gate if self.gate is not None else [], np.float64))
 
     @classmethod
     def load(cls, path: str) -> "Predictor":
         with np.load(path, allow_pickle=False) as d:
-            return cls(*(np.asarray(d[k], np.float32) for k in ("weights", "offset", "mean", "std", "bins")))
+            arrays = (np.asarray(d[k], np.float32) for k in ("weights", "offset", "mean", "std", "bins"))
+            if "strength" not in d:  # a file from before the setting was kept: the defaults
+                return cls(*arrays)
+            gate = tuple(float(g) for g in d["gate"]) or None
+            return cls(*arrays, float(d["strength"]), float(d["correction"]), gate)
+
+
+def load_memory(path: str) -> "Bank | Predictor":
+    """A --memory file: a bank (build_memory.py) or a predictor (build_memory.py --predictor)."""
+    with np.load(path, allow_pickle=False) as d:
+        is_predictor = "weights" in d.files
+    return Predictor.load(path) if is_predictor else Bank.load(path)
 
 
 @dataclass

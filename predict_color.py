@@ -20,7 +20,7 @@ from PIL import Image
 # Colorizer and DEFAULT_MODEL are also imported from here
 from colorizer import DEFAULT_MODEL, DEFAULT_TORCH_MODEL, Colorizer, decode_overrides, ordered_map, torch_available
 from colour_prior import REFERENCE_STRENGTH, ColourPrior, PriorError
-from memory import Bank
+from memory import Bank, Predictor, load_memory
 from hints import Hint, HintError, check_inside, load_hints, parse_hint
 from image_io import (INPUT_EXTENSIONS, MAX_PIXELS, STDERR_LOCK, InputError, first_line, format_for_extension,
                       open_image, output_format, read_grey, save_histogram, save_image)
@@ -153,8 +153,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help=f"how strongly the reference steers the colours: 0 = not at all, {REFERENCE_STRENGTH:g} = "
                         "the default, higher = more of its colours at the cost of accuracy")
     p.add_argument("--memory", metavar="BANK", help="a colour memory built with build_memory.py from your own colour "
-                   "photos: each photo borrows the colours of the most similar ones, as far as they can be trusted "
-                   "(photos only; a film takes --reference)")
+                   "photos: each photo borrows the colours of the most similar ones, as far as they can be trusted; "
+                   "or a colour predictor (build_memory.py --predictor; checkpoints/colour_predictor.npz, fitted on "
+                   "16,000 photos, people and rooms among them) (photos only; a film takes --reference)")
     p.add_argument("--no-memory", action="store_true", help="decode without the colour prior a model predicts from "
                    "each photo (a model exported with one, docs/priors.md); the network's colours alone")
     p.add_argument("--edit", action="store_true", help="open the photo in the colour editor, a page in the browser "
@@ -214,7 +215,7 @@ def _plan(inputs: list[tuple[str, str]], args: argparse.Namespace, many: bool) -
 def colorize_file(colorizer: Colorizer, src: str, dst: str, histo: bool, workers: int = 1,
                   max_pixels: int | None = MAX_PIXELS, notify: Callable[[str], None] | None = None,
                   hints: list[Hint] | None = None, prior: ColourPrior | None = None,
-                  memory: Bank | None = None) -> str | None:
+                  memory: Bank | Predictor | None = None) -> str | None:
     """Colorize src into dst (and its histogram); returns the mood line with -histo. Raises InputError.
     notify gets a line before a very large image is decoded (image_io.read_grey); prior: a colour prior
     (--reference) for this photo; memory: a bank (--memory) to look this photo's colour prior up in."""
@@ -316,15 +317,15 @@ def _hints(args: argparse.Namespace, colorizer: Colorizer, many: bool) -> list[H
     return hints
 
 
-def _memory(args: argparse.Namespace) -> Bank | None:
-    """The --memory bank, or None; PriorError (one line) for a file that is not one."""
+def _memory(args: argparse.Namespace) -> Bank | Predictor | None:
+    """The --memory bank or predictor, or None; PriorError (one line) for a file that is neither."""
     if not args.memory:
         return None
     if not os.path.isfile(args.memory):
         raise PriorError(f"{args.memory}: colour memory not found")
     try:
-        return Bank.load(args.memory)
-    except (OSError, ValueError, KeyError):
+        return load_memory(args.memory)
+    except (OSError, ValueError, KeyError, EOFError):
         raise PriorError(f"{args.memory}: not a colour memory (a .npz file that build_memory.py writes)") from None
 
 

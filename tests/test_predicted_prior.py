@@ -1,6 +1,8 @@
 """A colour prior predicted from the photo itself (memory.Predictor): fitted by build_memory.py --predictor, put
 into a model's graph by export_model.py --predictor (model.PriorHead), the same on torch and onnxruntime, and
 off with --no-memory or when a reference gives the colours."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -106,3 +108,28 @@ def test_the_cli_uses_the_models_prior_and_no_memory_turns_it_off(tmp_path, run_
         outs[name] = np.asarray(Image.open(tmp_path / f"{name}.png").convert("RGB")).astype(int)
     assert np.abs(outs["without"] - outs["shipped"]).max() <= 2
     assert a_of(outs["with"].astype(np.uint8)) > a_of(outs["without"].astype(np.uint8)) + 3
+
+
+def test_a_predictor_file_colours_through_memory_as_the_graph_does(red_model, grey, tmp_path):
+    """--memory PREDICTOR (numpy, two passes) gives what the model with the same predictor in its graph gives."""
+    pred = Predictor.load(str(Path(red_model[0]).parent / "predictor.npz"))
+    pred.strength, pred.correction, pred.gate = 1.0, 0.1, (99.0, 1.0)  # the fixture's export setting
+    pred.save(tmp_path / "red.npz")
+    back = Predictor.load(str(tmp_path / "red.npz"))
+    assert (back.strength, back.correction, back.gate) == (1.0, 0.1, (99.0, 1.0))
+    shipped = Colorizer.from_checkpoint(DEFAULT_TORCH_MODEL)
+    via_memory = shipped.colorize_grey(grey, prior=shipped.memory_prior(grey, back))
+    in_graph = Colorizer.from_checkpoint(red_model[0]).colorize_grey(grey)
+    assert np.abs(via_memory.astype(int) - in_graph).max() <= 2
+
+
+def test_the_shipped_predictor_colours_a_photo_from_the_cli(tmp_path, run_cli):
+    Image.fromarray(data.astronaut()).convert("L").resize((128, 128)).save(tmp_path / "g.png")
+    for name, extra in (("auto", []), ("pred", ["--memory", "checkpoints/colour_predictor.npz"])):
+        r = run_cli("predict_color.py", "-image", tmp_path / "g.png", "-output", tmp_path / f"{name}.png", *extra)
+        assert r.returncode == 0, r.stderr
+    auto, pred = (np.asarray(Image.open(tmp_path / f"{n}.png").convert("RGB")).astype(int) for n in ("auto", "pred"))
+    assert np.abs(auto - pred).mean() > 0.5                             # the prior changed the colours
+    grey_of = lambda rgb: np.asarray(Image.fromarray(rgb.astype(np.uint8)).convert("L")).astype(int)  # noqa: E731
+    grey = np.asarray(Image.open(tmp_path / "g.png")).astype(int)
+    assert np.abs(grey_of(pred) - grey).max() <= 1                     # and not the grey
