@@ -206,6 +206,13 @@ def test_cli_without_torch_folder(greys_dir, tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["Coloured_g0.png", "Coloured_g1.png"]
 
 
+def test_cli_without_torch_shipped_colour_predictor(greys_dir, tmp_path):
+    r = run_without_torch("-image", greys_dir / "g0.png", "-output", tmp_path / "p.png",
+                          "--memory", "checkpoints/colour_predictor.npz")
+    assert r.returncode == 0, r.stderr
+    assert Image.open(tmp_path / "p.png").size == (192, 128)
+
+
 def test_cli_without_torch_film(greys_dir, tmp_path):
     src, dst = tmp_path / "film.mp4", tmp_path / "Coloured_film.mp4"
     grey = np.asarray(Image.open(greys_dir / "g0.png"))[:96, :160]
