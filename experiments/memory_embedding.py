@@ -19,8 +19,6 @@ chosen on the fit set and read off on val/general and the landscapes (the two-fo
 from __future__ import annotations
 
 import argparse
-import glob
-import json
 import os
 
 import numpy as np
@@ -29,15 +27,11 @@ from PIL import Image
 import colour_prior as cp
 from colorizer import DEFAULT_MODEL, Colorizer
 from evaluate import colourfulness, psnr
-from experiments.memory_study import HOLDOUT, STRENGTHS, TRAIN, VAL, load_cache, spaced
-from image_io import INPUT_EXTENSIONS
+from experiments.memory_retrieval import tv
+from experiments.memory_study import HOLDOUT, STRENGTHS, TRAIN, VAL, load_cache, photos, save_study, spaced
 from memory import Bank, Predictor, _unit
 
 LAMBDAS = (10.0, 100.0, 1000.0, 10000.0)
-
-
-def tv(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return 0.5 * np.abs(a - b).sum(-1)
 
 
 def colour_bank(bank: Bank, predictor: Predictor, raw: np.ndarray, dims: int) -> Bank:
@@ -143,7 +137,7 @@ def main(argv=None) -> int:
     banks = {"pca": pca, "colour": colour_bank(pca, predictor, raw[bank_idx], pca.embeddings.shape[1])}
     bank_hists = hists[bank_idx]
     hists_of = lambda r, n: candidates(r, n, banks, predictor, bank_hists, args.k)  # noqa: E731
-    val = sorted(p for p in glob.glob(os.path.join(VAL, "*")) if p.lower().endswith(INPUT_EXTENSIONS))
+    val = photos(VAL)
     sets = {"fit": [paths[i] for i in sorted(fit_idx)],
             "val_general": spaced(val, args.val),
             "holdout_landscapes": spaced([os.path.join(TRAIN, h) for h in sorted(held)], args.holdout)}
@@ -169,13 +163,7 @@ def main(argv=None) -> int:
         print(set_name, f"auto {s['auto']['psnr_gain']:+.2f} dB {100 * s['auto']['cf_ratio']:.0f}%;",
               "; ".join(f"{n} s={s[n]['strength']:g} {s[n]['psnr_gain']:+.2f} dB {100 * s[n]['cf_ratio']:.0f}% "
                         f"TV {s['tv'][n]:.3f}" for n in names), flush=True)
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "embedding_study.json"), "w") as f:
-        json.dump(result, f, indent=1)
-    with open(os.path.join(args.out, "embedding_rows.jsonl"), "w") as f:
-        for set_name, rs in rows.items():
-            for r in rs:
-                f.write(json.dumps({"set": set_name, **r}) + "\n")
+    save_study(args.out, "embedding_study", result, rows, "embedding_rows")
     return 0
 
 

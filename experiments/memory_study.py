@@ -38,6 +38,22 @@ def spaced(items: list, n: int) -> list:
     return items if n >= len(items) else [items[i] for i in np.linspace(0, len(items) - 1, n).round().astype(int)]
 
 
+def photos(folder: str) -> list[str]:
+    """The photos directly in folder, sorted."""
+    return sorted(p for p in glob.glob(os.path.join(folder, "*")) if p.lower().endswith(IMAGE_EXTENSIONS))
+
+
+def save_study(out: str, name: str, result: dict, rows: dict[str, list[dict]], rows_name: str) -> None:
+    """A study's summary as out/name.json and its per-photo rows (by set) as out/rows_name.jsonl."""
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, name + ".json"), "w") as f:
+        json.dump(result, f, indent=1)
+    with open(os.path.join(out, rows_name + ".jsonl"), "w") as f:
+        for set_name, rs in rows.items():
+            for row in rs:
+                f.write(json.dumps({"set": set_name, **row}) + "\n")
+
+
 def load_cache(cache: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
     parts = [np.load(p) for p in sorted(glob.glob(os.path.join(cache, "chunk_*.npz")))]
     return (np.concatenate([p["raw"] for p in parts]), np.concatenate([p["hists"] for p in parts]),
@@ -64,7 +80,7 @@ def score_photo(colorizer, bank: Bank, prior: np.ndarray, path: str, exclude=Non
 
 def halves(colorizer: Colorizer, folder: str, bins: np.ndarray) -> tuple[Bank, list[str]]:
     """A bank of a seeded half of folder's photos, and the paths of the other half (to colour with it)."""
-    paths = sorted(p for p in glob.glob(os.path.join(folder, "*")) if p.lower().endswith(IMAGE_EXTENSIONS))
+    paths = photos(folder)
     order = np.random.default_rng(0).permutation(len(paths))
     bank_paths = [paths[i] for i in order[: len(paths) // 2]]
     raws, hists = [], []
@@ -140,7 +156,7 @@ def main(argv=None) -> int:
     bank = Bank.build(raw[bank_idx], hists[bank_idx], bins)
     bank.k, bank.tau = args.k, args.tau
     print(f"bank {len(bank_idx)} photos, fit {len(fit_idx)}, held-out landscapes {len(held)}", flush=True)
-    val = sorted(p for p in glob.glob(os.path.join(VAL, "*")) if p.lower().endswith(IMAGE_EXTENSIONS))
+    val = photos(VAL)
     sets = {"fit": [paths[i] for i in sorted(fit_idx)],
             "holdout_landscapes": spaced([os.path.join(TRAIN, h) for h in sorted(held)], args.holdout),
             "val_general": spaced(val, args.val)}
@@ -159,14 +175,8 @@ def main(argv=None) -> int:
     result = {"bank": len(bank_idx), "k": args.k, "tau": args.tau, "features": TRUST_FEATURES,
               "trust": {k: np.asarray(v).tolist() for k, v in trust.to_arrays().items()},
               "sets": {name: summary(r, trust) for name, r in rows.items()}}
-    os.makedirs(args.out, exist_ok=True)
     name = f"study_k{args.k}_tau{args.tau:g}" + ("_halves" if args.trust else "")
-    with open(os.path.join(args.out, name + ".json"), "w") as f:
-        json.dump(result, f, indent=1)
-    with open(os.path.join(args.out, name.replace("study", "rows") + ".jsonl"), "w") as f:
-        for name, r in rows.items():
-            for row in r:
-                f.write(json.dumps({"set": name, **row}) + "\n")
+    save_study(args.out, name, result, rows, name.replace("study", "rows"))
     for name, s in result["sets"].items():
         print(name, " ".join(f"{k}: {v['psnr_gain']:+.2f} dB {100 * v['cf_ratio']:.0f}%" for k, v in s.items()))
     return 0

@@ -14,7 +14,6 @@ Writes predicted_prior_gate_s<s>_c<c>.json and its rows to --out.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 
 import numpy as np
@@ -23,8 +22,9 @@ from PIL import Image
 import colour_prior as cp
 from colorizer import DEFAULT_MODEL, Colorizer
 from evaluate import colourfulness, psnr
-from experiments.memory_study import HOLDOUT, TRAIN, spaced
-from experiments.predicted_prior_study import SETS, VAL, photos
+from experiments.memory_study import HOLDOUT, TRAIN, VAL, photos, save_study, spaced
+from experiments.predicted_prior_study import SETS
+from experiments.predictor_features import joint_input, network_colours
 from memory import PREDICTOR_CORRECTION, PREDICTOR_STRENGTH, Predictor, entropy
 
 LEVELS = np.array([0.0, 0.5, 1.0])
@@ -35,12 +35,8 @@ WIDTHS = (0.02, 0.05, 0.1, 0.2)
 def predictor_input(colorizer: Colorizer, grey: np.ndarray, inputs: str) -> np.ndarray:
     """What the predictor reads: the embedding, or (inputs "embedding+network") the embedding and the square
     roots of the network's own colours (its probabilities without a prior, averaged over the pixels)."""
-    out = colorizer.run(colorizer.network_input(grey), bias=np.zeros(len(colorizer.bins), np.float32),
-                        outputs=("embedding", "probs"))
-    if inputs == "embedding":
-        return out["embedding"][0]
-    net = out["probs"][0].mean((1, 2))
-    return np.concatenate([out["embedding"][0], np.sqrt(net / net.sum())])
+    raw, net = network_colours(colorizer, grey)
+    return raw if inputs == "embedding" else joint_input(raw, net)
 
 
 def score(colorizer: Colorizer, predictor: Predictor, path: str, s: float, c: float,
@@ -103,15 +99,9 @@ def main(argv=None) -> int:
                                 "share_on": float(np.mean([r["entropy"] < t for r in rs]))}
         print(f"  {name:<19} ungated {ungated:+.2f} dB {100 * cf_ungated / cf_orig:+.1f} points; gated "
               f"{gain:+.2f} dB {100 * dcf / cf_orig:+.1f} points ({result['sets'][name]['share_on']:.0%} below t)")
-    os.makedirs(args.out, exist_ok=True)
     name = f"predicted_prior_gate_s{args.strength:g}_c{args.correction:g}" + (
         "" if args.inputs == "embedding" else "_" + args.inputs.replace("+", "_"))
-    with open(os.path.join(args.out, name + ".json"), "w") as f:
-        json.dump({**result, "grid": grid}, f, indent=1)
-    with open(os.path.join(args.out, name + "_rows.jsonl"), "w") as f:
-        for name, rs in rows.items():
-            for r in rs:
-                f.write(json.dumps({"set": name, **r}) + "\n")
+    save_study(args.out, name, {**result, "grid": grid}, rows, name + "_rows")
     return 0
 
 

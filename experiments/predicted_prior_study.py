@@ -14,7 +14,6 @@ colourfulness as a share of the originals') to --out.
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 
@@ -24,16 +23,11 @@ from PIL import Image
 import colour_prior as cp
 from colorizer import DEFAULT_MODEL, Colorizer
 from evaluate import colourfulness, psnr
-from experiments.memory_study import HOLDOUT, TRAIN, VAL, load_cache, spaced
-from image_io import INPUT_EXTENSIONS
+from experiments.memory_study import HOLDOUT, TRAIN, VAL, load_cache, photos, spaced
 from memory import LAMBDA, Predictor
 
 SETS = {"val_general": VAL, "val_bsds": os.path.join("..", "shared", "data", "val", "bsds"),
         "kodak": os.path.join("..", "shared", "data", "bench", "kodak")}
-
-
-def photos(folder: str) -> list[str]:
-    return sorted(p for p in glob.glob(os.path.join(folder, "*")) if p.lower().endswith(INPUT_EXTENSIONS))
 
 
 def score(colorizer: Colorizer, predictor: Predictor, path: str, settings: list[tuple[float, float, float]]) -> dict:

@@ -16,12 +16,23 @@ from colour_prior import photo_histogram
 from predict_color import find_inputs
 
 
-def features(colorizer: Colorizer, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    grey = np.asarray(Image.fromarray(rgb).convert("L"))
+def network_colours(colorizer: Colorizer, grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A grey photo -> the graph's embedding (E,) and the network's own colours (Q,): its probabilities with no
+    prior, averaged over the pixels."""
     out = colorizer.run(colorizer.network_input(grey), bias=np.zeros(len(colorizer.bins), np.float32),
                         outputs=("embedding", "probs"))
     net = out["probs"][0].mean((1, 2))
-    return out["embedding"][0], net / net.sum(), photo_histogram(rgb, colorizer.bins)
+    return out["embedding"][0], net / net.sum()
+
+
+def joint_input(raw: np.ndarray, net: np.ndarray) -> np.ndarray:
+    """The predictor input "embedding+network": the embedding beside the square roots of the network's colours."""
+    return np.concatenate([raw, np.sqrt(net)], -1)
+
+
+def features(colorizer: Colorizer, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return (*network_colours(colorizer, np.asarray(Image.fromarray(rgb).convert("L"))),
+            photo_histogram(rgb, colorizer.bins))
 
 
 def main(argv=None) -> int:

@@ -17,13 +17,14 @@ import os
 import numpy as np
 
 from colorizer import DEFAULT_MODEL, Colorizer
+from experiments.predictor_features import joint_input
 from memory import Predictor
 
 LAMBDAS = (300.0, 1000.0, 3000.0, 10000.0)
 
 
 def inputs(d: dict, kind: str) -> np.ndarray:
-    return d["raw"] if kind == "embedding" else np.hstack([d["raw"], np.sqrt(d["net"])])
+    return d["raw"] if kind == "embedding" else joint_input(d["raw"], d["net"])
 
 
 def main(argv=None) -> int:
