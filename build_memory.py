@@ -12,8 +12,8 @@ trusted: strongly when the entries look like the photo and agree, hardly at all 
 the same family, place or film pays most (experiments/README.md, "Colour memory").
 
 --predictor fits, from the same entries, a memory.Predictor instead: a ridge regression from the embedding to
-the colours, which export_model.py --predictor puts into a model's graph (the shipped model's own prior is one,
-fitted on many thousand photos; docs/priors.md).
+the colours, for predict_color.py --memory or for export_model.py --predictor to put into a model's graph
+(checkpoints/colour_predictor.npz is one, fitted on 16,000 photos; docs/priors.md).
 """
 from __future__ import annotations
 

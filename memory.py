@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from colour_prior import FLOOR
+from colour_prior import prior_bias
 
 K = 20           # neighbours looked up (experiments/memory_retrieval.py)
 TAU = 1.0        # softmax temperature over their cosine similarities (1: nearly an even mix)
@@ -113,14 +113,13 @@ class Predictor:
     def bias(self, raw: np.ndarray, prior: np.ndarray, strength: float, correction: float = 0.0,
              gate: tuple[float, float] | None = None) -> np.ndarray:
         """The decode's bias for a photo (model.PriorHead computes the same inside the graph):
-        s (log h - log p) - c log p, h the prediction mixed with FLOOR of the training prior p; c > 0 favours
-        the rarer colours (the colour the pull towards h takes away). gate (t, w): the bias times
-        sigmoid((t - H) / w), H the prediction's entropy: an unsure (flat) prediction is trusted less
-        (experiments/predicted_prior_gate.py)."""
-        p = np.clip(prior.astype(np.float64), 1e-12, None)
+        s (log h - log p) - c log p: colour_prior.prior_bias of the prediction h (mixed with FLOOR of the
+        training prior p), and c > 0 favours the rarer colours (the colour the pull towards h takes away).
+        gate (t, w): the bias times sigmoid((t - H) / w), H the prediction's entropy: an unsure (flat)
+        prediction is trusted less (experiments/predicted_prior_gate.py)."""
         pred = self.predict(raw)
-        h = (1 - FLOOR) * pred + FLOOR * p
-        bias = strength * (np.log(h) - np.log(p)) - correction * np.log(p)
+        log_p = np.log(np.clip(prior.astype(np.float64), 1e-12, None))
+        bias = prior_bias(pred, prior, strength) - correction * log_p
         if gate is not None:
             bias = bias / (1 + np.exp(-(gate[0] - entropy(pred)) / gate[1]))[..., None]
         return bias.astype(np.float32)

@@ -15,6 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from backbones import ENCODER_SPECS, EfficientNetLite
+from colour_prior import FLOOR
 from decoding import Decode  # model.Decode, as before
 from hints import HINT_CHANNELS, hint_pyramid_level
 from utils import LabNorm, l_to_grey, resize_like
@@ -370,7 +371,7 @@ class PriorHead(nn.Module):
     gate (t, w) or None: the bias times sigmoid((t - H) / w), H the entropy of the unmixed h."""
 
     def __init__(self, weights: torch.Tensor, offset: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
-                 prior: torch.Tensor, strength: float, correction: float = 0.0, floor: float = 0.05,
+                 prior: torch.Tensor, strength: float, correction: float = 0.0, floor: float = FLOOR,
                  gate: tuple[float, float] | None = None):
         super().__init__()
         self.gate = None if gate is None else (float(gate[0]), float(gate[1]))

@@ -218,7 +218,7 @@ def colorize_file(colorizer: Colorizer, src: str, dst: str, histo: bool, workers
                   memory: Bank | Predictor | None = None) -> str | None:
     """Colorize src into dst (and its histogram); returns the mood line with -histo. Raises InputError.
     notify gets a line before a very large image is decoded (image_io.read_grey); prior: a colour prior
-    (--reference) for this photo; memory: a bank (--memory) to look this photo's colour prior up in."""
+    (--reference) for this photo; memory: a bank or a predictor (--memory) to make this photo's colour prior with."""
     output_format(dst)  # an unknown output format fails before the work, not after
     grey, alpha = read_grey(src, max_pixels, notify)
     try:
