@@ -210,9 +210,10 @@ class Colorizer:
         bins = memory.bins
         if bins.shape != self.bins.shape or not np.allclose(bins, self.bins):
             raise PriorError("the memory was built for another model's colour bins (build_memory.py -model)")
+        predictor = isinstance(memory, Predictor)  # needs only the embedding; a bank also the network's colours
         out = self.run(self.network_input(grey), bias=np.zeros(len(self.bins), np.float32),
-                       outputs=("embedding", "probs"))  # the network's own colours, no predicted prior
-        if isinstance(memory, Predictor):
+                       outputs=("embedding",) if predictor else ("embedding", "probs"))  # no predicted prior
+        if predictor:
             return ColourPrior(memory.prior_bias(out["embedding"][0], self.prior))
         look = memory.lookup(out["embedding"][0], out["probs"][0].mean((1, 2)))
         return ColourPrior(prior_bias(look.hist, self.prior, look.strength))
