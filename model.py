@@ -364,6 +364,13 @@ def build_model(cfg: ModelConfig | dict, members: int = 1) -> ColorUNet | Encode
     return network(cfg) if members == 1 else ColorEnsemble(cfg, members)
 
 
+def pooled_embedding(deepest: torch.Tensor) -> torch.Tensor:
+    """The encoder's deepest feature map (..., C, h, w) -> the embedding (..., 2C): per channel its mean and
+    standard deviation over the image (what memory.py's banks and predictors read)."""
+    deepest = deepest.float()
+    return torch.cat([deepest.mean((-2, -1)), deepest.std((-2, -1), unbiased=False)], -1)
+
+
 class PriorHead(nn.Module):
     """A colour prior predicted from the photo itself (memory.Predictor, in the graph): the embedding (B, E) ->
     bias (B, Q) = s (log h - log p) - c log p, h a ridge regression's square-rooted histogram clipped at 0,
@@ -380,9 +387,13 @@ class PriorHead(nn.Module):
         self.register_buffer("log_prior", prior.double().clamp_min(1e-12).log().float())
         self.strength, self.correction, self.floor = float(strength), float(correction), float(floor)
 
-    def forward(self, embedding: torch.Tensor) -> torch.Tensor:
+    def predict(self, embedding: torch.Tensor) -> torch.Tensor:
+        """The embedding (B, E) -> the predicted histogram (B, Q), summing to 1 (memory.Predictor.predict)."""
         y = (((embedding - self.mean) / self.std) @ self.weights + self.offset).clamp_min(0) ** 2
-        pred = y / y.sum(-1, keepdim=True).clamp_min(1e-12)
+        return y / y.sum(-1, keepdim=True).clamp_min(1e-12)
+
+    def forward(self, embedding: torch.Tensor) -> torch.Tensor:
+        pred = self.predict(embedding)
         h = (1 - self.floor) * pred + self.floor * self.log_prior.exp()
         bias = self.strength * (h.log() - self.log_prior) - self.correction * self.log_prior
         if self.gate is not None:
@@ -415,8 +426,7 @@ class InferenceGraph(nn.Module):
     def forward(self, l: torch.Tensor, bias: torch.Tensor | None = None, hints: torch.Tensor | None = None,
                 memory: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         out, deepest = self.model.forward_features(l, hints)
-        deepest = deepest.float()
-        embedding = torch.cat([deepest.mean((-2, -1)), deepest.std((-2, -1), unbiased=False)], -1)
+        embedding = pooled_embedding(deepest)
         if embedding.dim() == 3:  # an ensemble's (M, B, 2C)
             embedding = embedding.mean(0)
         if self.predictor is not None:
