@@ -135,7 +135,7 @@ def train_main(args) -> int:
 
 
 def load_arm(path: str) -> nn.Module:
-    saved = torch.load(path, map_location="cpu", weights_only=False)
+    saved = torch.load(path, map_location="cpu", weights_only=True)
     model, _ = load_v2(saved["arm"])
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in saved["model"].items()})
     return model.eval()
