@@ -43,11 +43,16 @@ def photos(folder: str) -> list[str]:
     return sorted(p for p in glob.glob(os.path.join(folder, "*")) if p.lower().endswith(IMAGE_EXTENSIONS))
 
 
-def save_study(out: str, name: str, result: dict, rows: dict[str, list[dict]], rows_name: str) -> None:
-    """A study's summary as out/name.json and its per-photo rows (by set) as out/rows_name.jsonl."""
+def save_json(out: str, name: str, result: dict) -> None:
+    """A study's summary as out/name.json (out made if missing)."""
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, name + ".json"), "w") as f:
         json.dump(result, f, indent=1)
+
+
+def save_study(out: str, name: str, result: dict, rows: dict[str, list[dict]], rows_name: str) -> None:
+    """A study's summary as out/name.json and its per-photo rows (by set) as out/rows_name.jsonl."""
+    save_json(out, name, result)
     with open(os.path.join(out, rows_name + ".jsonl"), "w") as f:
         for set_name, rs in rows.items():
             for row in rs:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import json
 import os
 
 import numpy as np
@@ -29,7 +28,7 @@ from scipy.optimize import minimize
 from colorizer import DEFAULT_MODEL, Colorizer
 from colour_prior import prior_bias
 from evaluate import colourfulness, psnr
-from experiments.memory_study import HOLDOUT, TRAIN, photos, spaced
+from experiments.memory_study import HOLDOUT, TRAIN, photos, save_json, spaced
 from experiments.predicted_prior_study import SETS
 from memory import PREDICTOR_STRENGTH, Predictor, entropy
 
@@ -268,9 +267,7 @@ def fit_main(args) -> int:
             if name.startswith(("fixed", "shipped", "oracle")) or name == result["chosen"] or args.verbose:
                 print(f"    {name:<34} {r[name]['db']:+.3f} dB {r[name]['cf_points']:+.1f} points "
                       f"(mean pull {r[name]['mean_pull']:.2f})")
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "predicted_prior_trust.json"), "w") as f:
-        json.dump(result, f, indent=1)
+    save_json(args.out, "predicted_prior_trust", result)
     return 0
 
 

@@ -23,7 +23,6 @@ landscapes, val/bsds and Kodak: PSNR gain over v2 and colourfulness as a share o
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import time
@@ -36,7 +35,7 @@ from torch import nn
 from colorizer import Colorizer
 from dataset import decode_square, random_resized_crop_flip
 from evaluate import colourfulness, psnr
-from experiments.memory_study import HOLDOUT, TRAIN, photos
+from experiments.memory_study import HOLDOUT, TRAIN, photos, save_json
 from experiments.predicted_prior_study import SETS
 from experiments.predicted_prior_trust import oof_predictions
 from memory import Predictor
@@ -185,9 +184,7 @@ def eval_main(args) -> int:
         for m, r in result[name].items():
             print(f"  {m:<8} " + "  ".join(f"{c}: {v['db_vs_v2']:+.3f} dB {100 * v['cf_share']:.1f}%"
                                           for c, v in r.items()), flush=True)
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "train_global_prior.json"), "w") as f:
-        json.dump(result, f, indent=1)
+    save_json(args.out, "train_global_prior", result)
     return 0
 
 
