@@ -30,7 +30,7 @@ from colour_prior import prior_bias
 from evaluate import colourfulness, psnr
 from experiments.memory_study import HOLDOUT, TRAIN, photos, save_json, spaced
 from experiments.predicted_prior_study import SETS
-from memory import PREDICTOR_STRENGTH, Predictor, entropy
+from memory import PREDICTOR_CORRECTION, PREDICTOR_GATE, PREDICTOR_STRENGTH, Predictor, entropy
 
 PULLS = np.array([0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0])  # times PREDICTOR_STRENGTH
 CORRECTIONS = np.array([0.0, 0.1, 0.2])
@@ -232,7 +232,7 @@ def fit_main(args) -> int:
                 g_oof = np.zeros(len(x))
                 for f in range(FOLDS):
                     m = fold != f
-                    tr = Trust(x[m].mean(0), x[m].std(0) + 1e-9).fit(x[m], {k: v[m] for k, v in fit.items()}, c,
+                    tr = Trust(x[m].mean(0), x[m].std(0) + 1e-9).fit(x[m], {key: v[m] for key, v in fit.items()}, c,
                                                                      colour, args.l2)
                     g_oof[~m] = tr.pull(x[~m])
                 trust = Trust(x.mean(0), x.std(0) + 1e-9).fit(x, fit, c, colour, args.l2)
@@ -251,9 +251,10 @@ def fit_main(args) -> int:
     for n, rows in sets.items():
         x = trust_features(rows, bins)
         emb = rows["embedding"].astype(np.float64)
-        gate = 1 / (1 + np.exp(-(3.25 - entropy(rows["pred"].astype(np.float64))) / 0.2))
-        cands = {"fixed_g1_c0.1": (np.ones(len(x)), 0.1),
-                 "shipped_entropy_gate": (gate, 0.1 * gate)}  # the gate scales the whole bias
+        (t, w), c_shipped = PREDICTOR_GATE, PREDICTOR_CORRECTION
+        gate = 1 / (1 + np.exp(-(t - entropy(rows["pred"].astype(np.float64))) / w))
+        cands = {f"fixed_g1_c{c_shipped:g}": (np.ones(len(x)), c_shipped),
+                 "shipped_entropy_gate": (gate, c_shipped * gate)}  # the gate scales the whole bias
         for c in args.corrections:  # the best pull of the grid for each photo: what a trust could reach
             on_grid = np.stack([at(rows["psnr"], np.full(len(x), g), c) for g in PULLS], 1)
             cands[f"oracle_pull_c{c:g}"] = (PULLS[on_grid.argmax(1)], c)

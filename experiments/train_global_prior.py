@@ -1,7 +1,7 @@
 """A decoder that reads the predicted colour histogram (issue 28; Zhang et al. 2017's global hints, predicted
 rather than given): does training beat adding the prior at decode time? A CPU pilot with its control.
 
-python -m experiments.train_global_prior train --arm prior|control --out DIR [--steps 1000] [--threads 1]
+python -m experiments.train_global_prior train --arm prior|control --out DIR [--features F.npz ...] [--steps 1000]
 python -m experiments.train_global_prior eval DIR_PRIOR/net.pt DIR_CONTROL/net.pt --out RESULTS
 
 Both arms start from v2 (checkpoints/colorizer.pt) with its encoder frozen, and fine-tune the decoder on the
@@ -46,7 +46,7 @@ from utils import load_checkpoint
 
 V2 = os.path.join("checkpoints", "colorizer.pt")
 PREDICTOR = os.path.join("checkpoints", "colour_predictor.npz")
-FEATURES = ["/work/predictor/features_0.npz", "/work/predictor/features_1.npz"]
+FEATURES = ["/work/predictor/features_0.npz", "/work/predictor/features_1.npz"]  # experiments/README: rebuild
 CORRECTIONS = (0.35, 0.45, 0.55, 0.65)
 
 
@@ -84,7 +84,7 @@ def train_main(args) -> int:
     torch.set_num_threads(args.threads)
     model, ckpt = load_v2(args.arm)
     model.freeze_encoder()
-    parts = [np.load(f) for f in FEATURES]
+    parts = [np.load(f) for f in args.features]
     paths = np.concatenate([p["paths"] for p in parts])
     pred = oof_predictions(np.concatenate([p["raw"] for p in parts]), np.concatenate([p["hists"] for p in parts]),
                            model.bins.numpy())
@@ -196,6 +196,8 @@ def main(argv=None) -> int:
     t.add_argument("--out", required=True)
     t.add_argument("--steps", type=int, default=1000)
     t.add_argument("--lr", type=float, default=3e-4)
+    t.add_argument("--features", nargs="+", default=FEATURES,
+                   help="experiments.predictor_features files of the photos to train on (the predictor's)")
     t.add_argument("--photos", type=int, default=0, help="only the first N photos (0: all; N: a smoke test)")
     t.add_argument("--threads", type=int, default=1)
     e = sub.add_parser("eval")
