@@ -28,7 +28,7 @@ import colour_prior as cp
 from colorizer import DEFAULT_MODEL, Colorizer
 from evaluate import colourfulness, psnr
 from experiments.memory_retrieval import tv
-from experiments.memory_study import HOLDOUT, STRENGTHS, TRAIN, VAL, load_cache, photos, save_study, spaced
+from experiments.memory_study import STRENGTHS, TRAIN, VAL, held_out, load_cache, photos, save_study, spaced
 from memory import Bank, Predictor, _unit
 
 LAMBDAS = (10.0, 100.0, 1000.0, 10000.0)
@@ -116,8 +116,7 @@ def main(argv=None) -> int:
     hists /= hists.sum(1, keepdims=True)
     paths = [x for p in parts for x in p[2]]
     rel = [os.path.relpath(p, TRAIN) for p in paths]
-    with open(HOLDOUT) as f:
-        held = {line.strip() for line in f if line.strip() and not line.startswith("#")}
+    held = set(held_out())
     rest = [i for i, r in enumerate(rel) if r not in held]
     readable = [i for i in rest if os.path.exists(paths[i])]
     fit_idx = set(np.random.default_rng(0).choice(readable, args.fit, replace=False).tolist())

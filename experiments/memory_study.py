@@ -38,6 +38,12 @@ def spaced(items: list, n: int) -> list:
     return items if n >= len(items) else [items[i] for i in np.linspace(0, len(items) - 1, n).round().astype(int)]
 
 
+def held_out() -> list[str]:
+    """The held-out landscapes (HOLDOUT, kept out of v2's training): their paths relative to TRAIN, sorted."""
+    with open(HOLDOUT) as f:
+        return sorted(line.strip() for line in f if line.strip() and not line.startswith("#"))
+
+
 def photos(folder: str) -> list[str]:
     """The photos directly in folder, sorted."""
     return sorted(p for p in glob.glob(os.path.join(folder, "*")) if p.lower().endswith(IMAGE_EXTENSIONS))
@@ -152,8 +158,7 @@ def main(argv=None) -> int:
     raw, hists = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
     paths = [x for p in parts for x in p[2]]
     rel = [os.path.relpath(p, TRAIN) for p in paths]
-    with open(HOLDOUT) as f:
-        held = {line.strip() for line in f if line.strip() and not line.startswith("#")}
+    held = set(held_out())
     rest = [i for i, r in enumerate(rel) if r not in held]
     readable = [i for i in rest if os.path.exists(paths[i])]  # the fit set is decoded again
     fit_idx = set(np.random.default_rng(0).choice(readable, args.fit, replace=False).tolist())

@@ -50,8 +50,8 @@ def main(argv=None) -> int:
         cf.append((colourfulness(np.asarray(auto)), colourfulness(np.asarray(prior))))
         print(f"{os.path.basename(p):<55} colourfulness v2 {cf[-1][0]:5.1f}, with the predictor {cf[-1][1]:5.1f}")
         triples.append([grey.convert("RGB"), auto, prior])
-    print(f"mean colourfulness: v2 {np.mean([c[0] for c in cf]):.1f}, with the predictor {np.mean([c[1] for c in cf]):.1f}"
-          f" ({len(cf)} photos)")
+    means = np.mean(cf, 0)
+    print(f"mean colourfulness: v2 {means[0]:.1f}, with the predictor {means[1]:.1f} ({len(cf)} photos)")
     aspect = max(t[0].width / t[0].height for t in triples)  # pad every cell to the widest shape: columns line up
     triples = [[pad(im, aspect) for im in t] for t in triples]
     labelled_sheet(triples, ["grey", "v2", "v2 + --memory checkpoints/colour_predictor.npz"],

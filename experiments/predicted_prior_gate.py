@@ -22,8 +22,8 @@ from PIL import Image
 import colour_prior as cp
 from colorizer import DEFAULT_MODEL, Colorizer
 from evaluate import colourfulness, psnr
-from experiments.memory_study import HOLDOUT, TRAIN, VAL, photos, save_study, spaced
-from experiments.predicted_prior_study import SETS
+from experiments.memory_study import save_study
+from experiments.predicted_prior_study import evaluation_sets
 from experiments.predictor_features import joint_input, network_colours
 from memory import PREDICTOR_CORRECTION, PREDICTOR_STRENGTH, Predictor, entropy
 
@@ -74,11 +74,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=os.path.join("experiments", "results", "memory"))
     args = ap.parse_args(argv)
     colorizer, predictor = Colorizer.from_checkpoint(args.model), Predictor.load(args.predictor)
-    with open(HOLDOUT) as f:
-        held = sorted(line.strip() for line in f if line.strip() and not line.startswith("#"))
-    sets = {"val_general": photos(VAL),
-            "holdout_landscapes": spaced([os.path.join(TRAIN, h) for h in held], args.holdout),
-            "val_bsds": photos(SETS["val_bsds"]), "kodak": photos(SETS["kodak"])}
+    sets = evaluation_sets(args.holdout)
     rows = {}
     for name, ps in sets.items():
         rows[name] = [score(colorizer, predictor, p, args.strength, args.correction, args.inputs) for p in ps]

@@ -23,11 +23,19 @@ from PIL import Image
 import colour_prior as cp
 from colorizer import DEFAULT_MODEL, Colorizer
 from evaluate import colourfulness, psnr
-from experiments.memory_study import HOLDOUT, TRAIN, VAL, load_cache, photos, spaced
+from experiments.memory_study import TRAIN, VAL, held_out, load_cache, photos, spaced
 from memory import LAMBDA, Predictor
 
 SETS = {"val_general": VAL, "val_bsds": os.path.join("..", "shared", "data", "val", "bsds"),
         "kodak": os.path.join("..", "shared", "data", "bench", "kodak")}
+
+
+def evaluation_sets(holdout: int | None = None) -> dict[str, list[str]]:
+    """The sets the prior studies score, in order: val/general, the held-out landscapes (`holdout` of them,
+    evenly spaced; None: all 300), val/bsds and Kodak."""
+    held = [os.path.join(TRAIN, h) for h in held_out()]
+    return {"val_general": photos(VAL), "holdout_landscapes": spaced(held, holdout or len(held)),
+            "val_bsds": photos(SETS["val_bsds"]), "kodak": photos(SETS["kodak"])}
 
 
 def score(colorizer: Colorizer, predictor: Predictor, path: str, settings: list[tuple[float, float, float]]) -> dict:
@@ -61,8 +69,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=os.path.join("experiments", "results", "memory"))
     args = ap.parse_args(argv)
     colorizer = Colorizer.from_checkpoint(args.model)
-    with open(HOLDOUT) as f:
-        held = sorted(line.strip() for line in f if line.strip() and not line.startswith("#"))
+    held = held_out()
     if args.predictor:
         predictor, fitted_on = Predictor.load(args.predictor), args.predictor
     else:
@@ -72,9 +79,7 @@ def main(argv=None) -> int:
         predictor, fitted_on = Predictor.fit(raw[keep], hists[keep], colorizer.bins, args.lam), int(keep.sum())
     print(f"predictor: {fitted_on}", flush=True)
     settings = [(0.0, 1.0, 0.0)] + [(s, g, c) for s in args.strengths for g in args.gains for c in args.corrections]
-    sets = {"val_general": photos(VAL),
-            "holdout_landscapes": spaced([os.path.join(TRAIN, h) for h in held], args.holdout),
-            "val_bsds": photos(SETS["val_bsds"]), "kodak": photos(SETS["kodak"])}
+    sets = evaluation_sets(args.holdout)
     result = {"fitted_on": fitted_on, "lambda": args.lam, "settings": settings, "sets": {}}
     for name, ps in sets.items():
         rows = [score(colorizer, predictor, p, settings) for p in ps]

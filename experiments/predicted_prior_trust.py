@@ -28,8 +28,8 @@ from scipy.optimize import minimize
 from colorizer import DEFAULT_MODEL, Colorizer
 from colour_prior import prior_bias
 from evaluate import colourfulness, psnr
-from experiments.memory_study import HOLDOUT, TRAIN, photos, save_json, spaced
-from experiments.predicted_prior_study import SETS
+from experiments.memory_study import save_json, spaced
+from experiments.predicted_prior_study import evaluation_sets
 from memory import PREDICTOR_CORRECTION, PREDICTOR_GATE, PREDICTOR_STRENGTH, Predictor, entropy
 
 PULLS = np.array([0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0])  # times PREDICTOR_STRENGTH
@@ -37,20 +37,27 @@ CORRECTIONS = np.array([0.0, 0.1, 0.2])
 FOLDS = 5
 
 
-def grid_scores(colorizer: Colorizer, grey: np.ndarray, true: np.ndarray, probs: np.ndarray, pull: np.ndarray,
-                log_p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def decode_scores(colorizer: Colorizer, grey: np.ndarray, true: np.ndarray, l_small: np.ndarray,
+                  weights: np.ndarray) -> tuple[float, float]:
+    """PSNR and colourfulness of the photo coloured with the annealed mean of weights (Q, h, w) over the bins
+    (unnormalised, >= 0: e.g. the network's probabilities reweighted for another bias), merged as
+    Colorizer.colorize_grey does. l_small: colorizer.network_input(grey)."""
+    ab = np.einsum("qhw,qc->chw", weights / weights.sum(0, keepdims=True), colorizer.bins)[None]
+    rgb = colorizer.colorize_grey_with_ab(grey, colorizer.finish_ab(ab.astype(np.float32), l_small))
+    return psnr(rgb, true), colourfulness(rgb)
+
+
+def grid_scores(colorizer: Colorizer, grey: np.ndarray, true: np.ndarray, l_small: np.ndarray, probs: np.ndarray,
+                pull: np.ndarray, log_p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """PSNR and colourfulness (len(PULLS), len(CORRECTIONS)) of the decode with bias g pull - c log p, from the
     network's probabilities with no bias (Q, h, w). pull: s (log h - log p) at s = PREDICTOR_STRENGTH."""
-    l_small = colorizer.network_input(grey)
     t = colorizer.decode.temperature
     out_p, out_c = np.zeros((len(PULLS), len(CORRECTIONS))), np.zeros((len(PULLS), len(CORRECTIONS)))
     for i, g in enumerate(PULLS):
         for j, c in enumerate(CORRECTIONS):
             b = g * pull - c * log_p
-            w = probs * np.exp((b - b.max()) / t)[:, None, None]
-            ab = np.einsum("qhw,qc->chw", w / w.sum(0, keepdims=True), colorizer.bins)[None]
-            rgb = colorizer.colorize_grey_with_ab(grey, colorizer.finish_ab(ab.astype(np.float32), l_small))
-            out_p[i, j], out_c[i, j] = psnr(rgb, true), colourfulness(rgb)
+            out_p[i, j], out_c[i, j] = decode_scores(colorizer, grey, true, l_small,
+                                                     probs * np.exp((b - b.max()) / t)[:, None, None])
     return out_p, out_c
 
 
@@ -79,14 +86,14 @@ def score_set(colorizer: Colorizer, items: list[tuple[str, np.ndarray | None]], 
         except OSError:
             continue
         grey = np.asarray(Image.fromarray(true).convert("L"))
-        o = colorizer.run(colorizer.network_input(grey), bias=np.zeros(len(log_p), np.float32),
-                          outputs=("embedding", "probs"))
+        l_small = colorizer.network_input(grey)
+        o = colorizer.run(l_small, bias=np.zeros(len(log_p), np.float32), outputs=("embedding", "probs"))
         probs, emb = o["probs"][0].astype(np.float64), o["embedding"][0]
         if pred is None:
             pred = predictor.predict(emb)
         net = probs.mean((1, 2))
         pull = prior_bias(pred, colorizer.prior, PREDICTOR_STRENGTH).astype(np.float64)
-        p, c = grid_scores(colorizer, grey, true, probs, pull, log_p)
+        p, c = grid_scores(colorizer, grey, true, l_small, probs, pull, log_p)
         row = {"paths": path, "psnr": p, "cf": c, "cf_orig": colourfulness(true),
                "psnr_grey": psnr(np.repeat(grey[..., None], 3, -1), true), "embedding": emb.astype(np.float16),
                "pred": pred.astype(np.float32), "net": (net / net.sum()).astype(np.float32)}
@@ -105,11 +112,7 @@ def score_main(args) -> int:
     i, n = args.shard
     if args.predictor:  # the evaluation sets, with the predictor fitted on all of the photos
         predictor = Predictor.load(args.predictor)
-        with open(HOLDOUT) as f:
-            held = sorted(line.strip() for line in f if line.strip() and not line.startswith("#"))
-        sets = {"val_general": photos(SETS["val_general"]), "val_bsds": photos(SETS["val_bsds"]),
-                "kodak": photos(SETS["kodak"]), "holdout_landscapes": [os.path.join(TRAIN, h) for h in held]}
-        for name, ps in sets.items():
+        for name, ps in evaluation_sets().items():
             score_set(colorizer, [(p, None) for p in ps[i::n]], predictor, os.path.join(args.out, f"{name}_{i}.npz"))
         return 0
     parts = [np.load(f) for f in args.features]

@@ -34,10 +34,10 @@ from torch import nn
 
 from colorizer import Colorizer
 from dataset import decode_square, random_resized_crop_flip
-from evaluate import colourfulness, psnr
-from experiments.memory_study import HOLDOUT, TRAIN, photos, save_json
-from experiments.predicted_prior_study import SETS
-from experiments.predicted_prior_trust import oof_predictions
+from evaluate import colourfulness
+from experiments.memory_study import save_json
+from experiments.predicted_prior_study import evaluation_sets
+from experiments.predicted_prior_trust import decode_scores, oof_predictions
 from memory import Predictor
 from model import GlobalContext, PriorHead, pooled_embedding
 from runner_torch import model_from_checkpoint, training_prior
@@ -68,10 +68,11 @@ class HistContext(nn.Module):
         return self.context(x + self.hist_in(h.sqrt().to(x.dtype))[:, :, None, None])
 
 
-def load_v2(arm: str) -> tuple[nn.Module, dict]:
+def load_v2(histogram: bool) -> tuple[nn.Module, dict]:
+    """v2's network and checkpoint; with `histogram`, its context a HistContext (the "prior" arm)."""
     ckpt = load_checkpoint(V2)
     model = model_from_checkpoint(ckpt, V2)
-    if arm == "prior":
+    if histogram:
         p = Predictor.load(PREDICTOR)
         head = PriorHead(*(torch.from_numpy(a) for a in (p.weights, p.offset, p.mean, p.std)),
                          torch.from_numpy(training_prior(model, ckpt)), p.strength)
@@ -82,7 +83,7 @@ def load_v2(arm: str) -> tuple[nn.Module, dict]:
 def train_main(args) -> int:
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
-    model, ckpt = load_v2(args.arm)
+    model, ckpt = load_v2(args.arm == "prior")
     model.freeze_encoder()
     parts = [np.load(f) for f in args.features]
     paths = np.concatenate([p["paths"] for p in parts])
@@ -135,7 +136,7 @@ def train_main(args) -> int:
 
 def load_arm(path: str) -> nn.Module:
     saved = torch.load(path, map_location="cpu", weights_only=True)
-    model, _ = load_v2(saved["arm"])
+    model, _ = load_v2(saved["arm"] == "prior")
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in saved["model"].items()})
     return model.eval()
 
@@ -144,15 +145,11 @@ def eval_main(args) -> int:
     torch.set_num_threads(args.threads)
     colorizer = Colorizer.from_checkpoint(V2)  # the steps around the network, and v2's decode
     t = colorizer.decode.temperature
-    v2, _ = load_v2("control")
+    v2, _ = load_v2(False)
     models = {"v2": v2.eval(), **{os.path.basename(os.path.dirname(p)): load_arm(p) for p in args.nets}}
     log_w = v2.log_weights.double().numpy()
-    with open(HOLDOUT) as f:
-        held = sorted(line.strip() for line in f if line.strip() and not line.startswith("#"))
-    sets = {"val_general": photos(SETS["val_general"]), "holdout_landscapes": [os.path.join(TRAIN, h) for h in held],
-            "val_bsds": photos(SETS["val_bsds"]), "kodak": photos(SETS["kodak"])}
     result = {}
-    for name, ps in sets.items():
+    for name, ps in evaluation_sets().items():
         ps = ps[:args.limit or None]
         rows = {m: {"psnr": [], "cf": []} for m in models}
         cf_orig = []
@@ -161,21 +158,18 @@ def eval_main(args) -> int:
                 true = np.asarray(im.convert("RGB"))
             grey = np.asarray(Image.fromarray(true).convert("L"))
             l_small = colorizer.network_input(grey)
-            l_n = torch.from_numpy((l_small.astype(np.float32) - 50) / 50)
+            l_n = torch.from_numpy((l_small.astype(np.float32) - np.float32(colorizer.l_center))
+                                   / np.float32(colorizer.l_scale))
             cf_orig.append(colourfulness(true))
             for m, model in models.items():
                 with torch.no_grad():
                     z = model(l_n)[0].double().numpy()  # (Q, h, w) logits
-                ps_, cs_ = [], []
+                scores = []
                 for c in CORRECTIONS:
                     a = (z - c * log_w[:, None, None]) / t
-                    w = np.exp(a - a.max(0, keepdims=True))
-                    ab = np.einsum("qhw,qc->chw", w / w.sum(0, keepdims=True), colorizer.bins)[None]
-                    rgb = colorizer.colorize_grey_with_ab(grey, colorizer.finish_ab(ab.astype(np.float32), l_small))
-                    ps_.append(psnr(rgb, true))
-                    cs_.append(colourfulness(rgb))
-                rows[m]["psnr"].append(ps_)
-                rows[m]["cf"].append(cs_)
+                    scores.append(decode_scores(colorizer, grey, true, l_small, np.exp(a - a.max(0, keepdims=True))))
+                rows[m]["psnr"].append([p for p, _ in scores])
+                rows[m]["cf"].append([cf for _, cf in scores])
         base = np.array(rows["v2"]["psnr"])[:, CORRECTIONS.index(0.45)]
         result[name] = {m: {f"c{c:g}": {"db_vs_v2": float((np.array(r["psnr"])[:, k] - base).mean()),
                                         "cf_share": float(np.mean(np.array(r["cf"])[:, k]) / np.mean(cf_orig))}
